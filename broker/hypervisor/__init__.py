@@ -1,0 +1,28 @@
+"""The one door to the hypervisor: callers use `driver_for_host()` and the errors in base.py."""
+
+from .base import (
+    DomainInfo,
+    DomainNotFound,
+    DomainSpec,
+    GraphicsPorts,
+    HostUnreachable,
+    HypervisorDriver,
+    HypervisorError,
+    ImageUnavailable,
+    VolumeInfo,
+)
+from .registry import driver_for_host, driver_for_uri
+
+__all__ = [
+    "DomainInfo",
+    "DomainNotFound",
+    "DomainSpec",
+    "GraphicsPorts",
+    "HostUnreachable",
+    "HypervisorDriver",
+    "HypervisorError",
+    "ImageUnavailable",
+    "VolumeInfo",
+    "driver_for_host",
+    "driver_for_uri",
+]

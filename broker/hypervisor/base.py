@@ -1,0 +1,122 @@
+"""What the broker asks of a hypervisor, and the errors it may get back.
+
+Every method is idempotent where the operation allows it (starting a running domain,
+destroying a stopped one, deleting a missing volume): Celery may deliver a task twice, and a
+retry must finish the job instead of failing on what the first attempt already did.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class HypervisorError(Exception):
+    """A hypervisor operation failed; the message is safe to show an admin."""
+
+
+class HostUnreachable(HypervisorError):
+    """The host's libvirt did not answer (down, wrong URI, network)."""
+
+
+class DomainNotFound(HypervisorError):
+    pass
+
+
+class ImageUnavailable(HypervisorError):
+    """A golden image is missing or unreadable on the host."""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    uuid: str
+    domain_type: str  # "kvm" on real hosts, "qemu" (TCG) where KVM is unusable
+    vcpus: int
+    memory_mib: int
+    system_disk_path: str
+    serial_log_path: str | None = None
+    graphics: tuple[str, ...] = ("vnc", "spice")
+    graphics_listen: str = "127.0.0.1"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: str  # "running", "paused", "shutoff", "other"
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int
+
+
+@dataclass(frozen=True)
+class GraphicsPorts:
+    listen: str
+    vnc: int | None
+    spice: int | None
+
+
+class HypervisorDriver(abc.ABC):
+    """One host's hypervisor. Implementations: `LibvirtDriver` (any libvirt URI)."""
+
+    # -- storage ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ensure_storage_pool(self, *, name: str, path: str) -> None:
+        """Make sure a directory storage pool exists, is built and active."""
+
+    @abc.abstractmethod
+    def image_info(self, *, path: str) -> VolumeInfo:
+        """Describe a golden image by path; raises ImageUnavailable if it is not there."""
+
+    @abc.abstractmethod
+    def clone_volume(self, *, pool: str, name: str, base_path: str, linked: bool = True) -> VolumeInfo:
+        """Create `name` in `pool` from the image at `base_path` (qcow2 overlay or full copy).
+
+        If the volume already exists (a retried task), it is returned as it is.
+        """
+
+    @abc.abstractmethod
+    def delete_volume(self, *, pool: str, name: str) -> bool:
+        """Delete a volume; returns False if it did not exist."""
+
+    @abc.abstractmethod
+    def list_volumes(self, *, pool: str) -> list[VolumeInfo]: ...
+
+    # -- domains ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def define_domain(self, spec: DomainSpec) -> None:
+        """Define (or redefine, same name and UUID) a persistent domain."""
+
+    @abc.abstractmethod
+    def start_domain(self, name: str) -> None:
+        """Start a defined domain; a running one is left alone."""
+
+    @abc.abstractmethod
+    def shutdown_domain(self, name: str) -> None:
+        """Ask the guest to power off (ACPI); returns at once."""
+
+    @abc.abstractmethod
+    def destroy_domain(self, name: str) -> None:
+        """Power off at once; a stopped or missing domain is left alone."""
+
+    @abc.abstractmethod
+    def undefine_domain(self, name: str) -> bool:
+        """Remove the definition (stopping it first); returns False if it did not exist."""
+
+    @abc.abstractmethod
+    def domain_info(self, name: str) -> DomainInfo:
+        """Raises DomainNotFound."""
+
+    @abc.abstractmethod
+    def list_domains(self) -> list[DomainInfo]: ...
+
+    @abc.abstractmethod
+    def graphics_ports(self, name: str) -> GraphicsPorts:
+        """The console ports of a running domain, read from its live definition."""

@@ -1,0 +1,276 @@
+"""The only module that imports libvirt. Turns libvirtError into the broker's own errors."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import libvirt
+
+from . import xml as vxml
+from .base import (
+    DomainInfo,
+    DomainNotFound,
+    DomainSpec,
+    GraphicsPorts,
+    HostUnreachable,
+    HypervisorDriver,
+    HypervisorError,
+    ImageUnavailable,
+    VolumeInfo,
+)
+
+log = logging.getLogger(__name__)
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "running",  # shutting down, still consuming the host
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "shutoff",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+}
+_CONNECTION_LOST = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+
+
+def _code(exc: libvirt.libvirtError) -> int:
+    return exc.get_error_code() or 0
+
+
+class LibvirtDriver(HypervisorDriver):
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop()
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise HostUnreachable(f"cannot connect to {self.uri}: {exc.get_error_message()}") from exc
+            return self._conn
+
+    def _drop(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def _fail(self, what: str, exc: libvirt.libvirtError) -> HypervisorError:
+        if _code(exc) in _CONNECTION_LOST:
+            with self._lock:
+                self._drop()
+            return HostUnreachable(f"{what}: {self.uri} stopped answering: {exc.get_error_message()}")
+        return HypervisorError(f"{what}: {exc.get_error_message()}")
+
+    def close(self):
+        with self._lock:
+            self._drop()
+
+    # -- storage ---------------------------------------------------------------------------
+    def _pool(self, name: str) -> libvirt.virStoragePool:
+        try:
+            return self._connection().storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise HypervisorError(f"storage pool {name!r} does not exist on {self.uri}") from exc
+            raise self._fail(f"looking up storage pool {name}", exc) from exc
+
+    def ensure_storage_pool(self, *, name: str, path: str) -> None:
+        conn = self._connection()
+        try:
+            try:
+                pool = conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                pool = conn.storagePoolDefineXML(vxml.dir_pool_xml(name=name, path=path), 0)
+                pool.build(0)
+            if not pool.isActive():
+                pool.create(0)
+            pool.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"preparing storage pool {name} at {path}", exc) from exc
+
+    @staticmethod
+    def _volume_info(volume: libvirt.virStorageVol) -> VolumeInfo:
+        _kind, capacity, allocation = volume.info()
+        return VolumeInfo(name=volume.name(), path=volume.path(), capacity_bytes=capacity, allocation_bytes=allocation)
+
+    def _refresh_pools(self, conn):
+        # Files copied into a pool's directory behind libvirt's back are seen after a refresh.
+        for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            try:
+                pool.refresh(0)
+            except libvirt.libvirtError:
+                pass
+
+    def image_info(self, *, path: str) -> VolumeInfo:
+        conn = self._connection()
+        try:
+            try:
+                volume = conn.storageVolLookupByPath(path)
+            except libvirt.libvirtError as exc:
+                if _code(exc) not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
+                    raise
+                self._refresh_pools(conn)
+                volume = conn.storageVolLookupByPath(path)
+            info = self._volume_info(volume)
+        except libvirt.libvirtError as exc:
+            if _code(exc) in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
+                raise ImageUnavailable(
+                    f"golden image {path} is not on {self.uri} (or not inside a libvirt storage pool)"
+                ) from exc
+            raise self._fail(f"reading golden image {path}", exc) from exc
+        if info.capacity_bytes <= 0:
+            raise ImageUnavailable(f"golden image {path} on {self.uri} is empty or unreadable")
+        return info
+
+    def clone_volume(self, *, pool: str, name: str, base_path: str, linked: bool = True) -> VolumeInfo:
+        storage = self._pool(pool)
+        try:
+            return self._volume_info(storage.storageVolLookupByName(name))
+        except libvirt.libvirtError as exc:
+            if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise self._fail(f"looking up volume {name}", exc) from exc
+        base = self.image_info(path=base_path)
+        try:
+            if linked:
+                xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes, backing_path=base.path)
+                volume = storage.createXML(xml, 0)
+            else:
+                source = self._connection().storageVolLookupByPath(base.path)
+                xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes)
+                volume = storage.createXMLFrom(xml, source, 0)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                # A duplicate task created it a moment ago.
+                return self._volume_info(storage.storageVolLookupByName(name))
+            raise self._fail(f"cloning {base_path} to {pool}/{name}", exc) from exc
+        return self._volume_info(volume)
+
+    def delete_volume(self, *, pool: str, name: str) -> bool:
+        storage = self._pool(pool)
+        try:
+            volume = storage.storageVolLookupByName(name)
+            volume.delete(0)
+            return True
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise self._fail(f"deleting volume {pool}/{name}", exc) from exc
+
+    def list_volumes(self, *, pool: str) -> list[VolumeInfo]:
+        storage = self._pool(pool)
+        try:
+            storage.refresh(0)
+            return [self._volume_info(v) for v in storage.listAllVolumes(0)]
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"listing volumes of {pool}", exc) from exc
+
+    # -- domains ---------------------------------------------------------------------------
+    def _domain(self, name: str) -> libvirt.virDomain:
+        try:
+            return self._connection().lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(f"domain {name} does not exist on {self.uri}") from exc
+            raise self._fail(f"looking up domain {name}", exc) from exc
+
+    def define_domain(self, spec: DomainSpec) -> None:
+        try:
+            self._connection().defineXML(vxml.domain_xml(spec))
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"defining domain {spec.name}", exc) from exc
+
+    def start_domain(self, name: str) -> None:
+        domain = self._domain(name)
+        try:
+            if not domain.isActive():
+                domain.create()
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_OPERATION_INVALID and domain.isActive():
+                return  # started by a duplicate task in the meantime
+            raise self._fail(f"starting domain {name}", exc) from exc
+
+    def shutdown_domain(self, name: str) -> None:
+        domain = self._domain(name)
+        try:
+            if domain.isActive():
+                domain.shutdown()
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"shutting down domain {name}", exc) from exc
+
+    def destroy_domain(self, name: str) -> None:
+        try:
+            domain = self._domain(name)
+        except DomainNotFound:
+            return
+        try:
+            if domain.isActive():
+                domain.destroy()
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_OPERATION_INVALID:
+                return  # already off
+            raise self._fail(f"powering off domain {name}", exc) from exc
+
+    def undefine_domain(self, name: str) -> bool:
+        try:
+            domain = self._domain(name)
+        except DomainNotFound:
+            return False
+        self.destroy_domain(name)
+        try:
+            domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if self.uri.startswith("qemu") else 0)
+            return True
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise self._fail(f"undefining domain {name}", exc) from exc
+
+    def _info(self, domain: libvirt.virDomain) -> DomainInfo:
+        state, _reason = domain.state()
+        return DomainInfo(name=domain.name(), uuid=domain.UUIDString(), state=_STATES.get(state, "other"))
+
+    def domain_info(self, name: str) -> DomainInfo:
+        domain = self._domain(name)
+        try:
+            return self._info(domain)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(f"domain {name} does not exist on {self.uri}") from exc
+            raise self._fail(f"reading state of {name}", exc) from exc
+
+    def list_domains(self) -> list[DomainInfo]:
+        try:
+            return [self._info(d) for d in self._connection().listAllDomains(0)]
+        except libvirt.libvirtError as exc:
+            raise self._fail("listing domains", exc) from exc
+
+    def graphics_ports(self, name: str) -> GraphicsPorts:
+        domain = self._domain(name)
+        try:
+            return vxml.read_graphics_ports(domain.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"reading console ports of {name}", exc) from exc

@@ -1,0 +1,97 @@
+"""Domain and volume XML builders, and the few readers the driver needs. No libvirt here."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from .base import DomainSpec, GraphicsPorts
+
+METADATA_NS = "https://github.com/vdi-broker/ns/desktop/1"
+
+
+def _sub(parent, tag, text=None, **attrs):
+    element = ET.SubElement(parent, tag, {k.rstrip("_"): str(v) for k, v in attrs.items()})
+    if text is not None:
+        element.text = str(text)
+    return element
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    if spec.domain_type not in ("kvm", "qemu", "test"):
+        raise ValueError(f"unknown domain type {spec.domain_type!r}")
+    domain = ET.Element("domain", type=spec.domain_type)
+    _sub(domain, "name", spec.name)
+    _sub(domain, "uuid", spec.uuid)
+    if spec.metadata:
+        meta = _sub(domain, "metadata")
+        desktop = ET.SubElement(meta, f"{{{METADATA_NS}}}desktop")
+        for key, value in sorted(spec.metadata.items()):
+            desktop.set(key, str(value))
+    _sub(domain, "memory", spec.memory_mib, unit="MiB")
+    _sub(domain, "vcpu", spec.vcpus)
+    os_el = _sub(domain, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(domain, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
+
+    devices = _sub(domain, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", file=spec.system_disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.serial_log_path:
+        serial = _sub(devices, "serial", type="file")
+        _sub(serial, "source", path=spec.serial_log_path, append="on")
+        _sub(serial, "target", port="0")
+    # A tablet gives absolute pointer positions, so the browser's cursor and the guest's agree.
+    _sub(devices, "input", type="tablet", bus="usb")
+    for kind in spec.graphics:
+        if kind not in ("vnc", "spice"):
+            raise ValueError(f"unknown graphics type {kind!r}")
+        # Console ports listen on the host's loopback only: the broker's gateway is the one
+        # way in, after it has checked the user's ticket.
+        graphics = _sub(devices, "graphics", type=kind, autoport="yes", listen=spec.graphics_listen)
+        _sub(graphics, "listen", type="address", address=spec.graphics_listen)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga", vram="16384", heads="1")
+    _sub(devices, "memballoon", model="none")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def volume_xml(*, name: str, capacity_bytes: int, backing_path: str | None = None) -> str:
+    volume = ET.Element("volume", type="file")
+    _sub(volume, "name", name)
+    _sub(volume, "capacity", capacity_bytes, unit="bytes")
+    target = _sub(volume, "target")
+    _sub(target, "format", type="qcow2")
+    if backing_path:
+        backing = _sub(volume, "backingStore")
+        _sub(backing, "path", backing_path)
+        _sub(backing, "format", type="qcow2")
+    return ET.tostring(volume, encoding="unicode")
+
+
+def dir_pool_xml(*, name: str, path: str) -> str:
+    pool = ET.Element("pool", type="dir")
+    _sub(pool, "name", name)
+    target = _sub(pool, "target")
+    _sub(target, "path", path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def read_graphics_ports(live_xml: str) -> GraphicsPorts:
+    root = ET.fromstring(live_xml)
+    ports: dict[str, int | None] = {"vnc": None, "spice": None}
+    listen = "127.0.0.1"
+    for graphics in root.findall("./devices/graphics"):
+        kind = graphics.get("type")
+        port = graphics.get("port")
+        if kind in ports and port and int(port) > 0:
+            ports[kind] = int(port)
+            listen = graphics.get("listen") or listen
+    return GraphicsPorts(listen=listen, vnc=ports["vnc"], spice=ports["spice"])

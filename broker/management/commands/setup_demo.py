@@ -1,0 +1,94 @@
+"""Create the quick-start demo: this machine as a host, a golden image, a pool, a user."""
+
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+
+from broker.hypervisor import HypervisorError
+from broker.models import Entitlement, GoldenImage, Host, Pool
+from broker.services.images import publish_image_version
+
+
+class Command(BaseCommand):
+    help = "Create (or update) the demo host, golden image, pool, employee and admin. Safe to run again."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--image", default=os.environ.get(
+            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v1.qcow2"))
+        parser.add_argument("--libvirt-uri", default=os.environ.get("VDI_LIBVIRT_URI", "qemu:///system"))
+        parser.add_argument("--domain-type", default=os.environ.get("VDI_DOMAIN_TYPE", "qemu"),
+                            choices=["kvm", "qemu"])
+
+    def handle(self, *args, **opts):
+        host, _ = Host.objects.update_or_create(
+            name="local",
+            defaults={"libvirt_uri": opts["libvirt_uri"], "domain_type": opts["domain_type"]},
+        )
+        image, _ = GoldenImage.objects.get_or_create(
+            name="demo-linux",
+            defaults={"display_name": "Demo Linux", "description": "Linux kernel with a busybox shell"},
+        )
+        if not image.versions.filter(path=opts["image"]).exists():
+            try:
+                version = publish_image_version(image=image, path=opts["image"], host=host,
+                                                notes="built by scripts/build-golden-image.sh")
+            except HypervisorError as exc:
+                raise CommandError(f"{exc}\nBuild it with: scripts/build-golden-image.sh {opts['image']}") from exc
+            self.stdout.write(f"published {version} ({version.size_bytes // 2**20} MiB virtual)")
+        pool, _ = Pool.objects.get_or_create(
+            name="demo",
+            defaults={
+                "display_name": "Demo desktop",
+                "description": "A personal Linux desktop that keeps its state between sessions.",
+                "image": image,
+                "kind": Pool.Kind.DEDICATED,
+                "vcpus": 1,
+                "memory_mib": 256,
+            },
+        )
+        employees, _ = Group.objects.get_or_create(name="Employees")
+        Entitlement.objects.get_or_create(pool=pool, group=employees)
+
+        lines = []
+        demo_user = self._account(os.environ.get("VDI_DEMO_USER", "demo"), "VDI_DEMO_PASSWORD", staff=False,
+                                  lines=lines)
+        demo_user.groups.add(employees)
+        self._account(os.environ.get("VDI_ADMIN_USER", "admin"), "VDI_ADMIN_PASSWORD", staff=True, lines=lines)
+        for line in lines:
+            self.stdout.write(line)
+
+    def _account(self, username, password_env, *, staff, lines):
+        User = get_user_model()
+        given = os.environ.get(password_env)
+        user = User.objects.filter(username=username).first()
+        role = "admin" if staff else "employee"
+        if user is None or given:
+            password = given or secrets.token_urlsafe(9)
+            if user is None:
+                user = User(username=username, is_staff=staff, is_superuser=staff)
+            user.set_password(password)
+            user.save()
+            if given:
+                lines.append(f"{role} login: {username} / (the password in ${password_env})")
+            else:
+                lines.append(f"{role} login: {username} / {password}   <- generated; shown only now")
+                self._remember(username, password)
+        else:
+            lines.append(f"{role} login: {username} / (unchanged: printed when it was created, and kept in "
+                         f"{self._credentials_file()}; set ${password_env} to reset it)")
+        return user
+
+    @staticmethod
+    def _credentials_file() -> Path:
+        return settings.VAR_DIR / "demo-credentials"
+
+    def _remember(self, username, password):
+        path = self._credentials_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as handle:
+            handle.write(f"{username} {password}\n")

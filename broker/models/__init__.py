@@ -1,0 +1,22 @@
+from .desktops import Desktop, DesktopState, IllegalTransition
+from .entitlements import Entitlement
+from .events import DesktopEvent
+from .hosts import Host
+from .images import GoldenImage, GoldenImageVersion
+from .pools import Pool
+from .sessions import ConsoleSession
+from .tickets import ConsoleTicket
+
+__all__ = [
+    "ConsoleSession",
+    "ConsoleTicket",
+    "Desktop",
+    "DesktopEvent",
+    "DesktopState",
+    "Entitlement",
+    "GoldenImage",
+    "GoldenImageVersion",
+    "Host",
+    "IllegalTransition",
+    "Pool",
+]

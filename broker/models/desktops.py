@@ -1,0 +1,142 @@
+"""A desktop and its lifecycle: the states, the allowed moves, and the one way to move.
+
+    queued ──► cloning ──► starting ──► running ──► stopping ──► stopped
+       │          │           │            │                       │
+       └──────────┴───────────┴──── failed ◄──────────────────────-┘
+    any live state ──► deleting ──► deleted          failed ──► queued (retry)
+
+`Desktop.transition()` is the only writer of `state`: a compare-and-set UPDATE plus an event
+row in one transaction, so two workers can never both move the same desktop.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .hosts import Host
+from .images import GoldenImageVersion
+from .pools import Pool
+
+
+class DesktopState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CLONING = "cloning", "Cloning disk"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Ready"
+    STOPPING = "stopping", "Shutting down"
+    STOPPED = "stopped", "Powered off"
+    FAILED = "failed", "Failed"
+    DELETING = "deleting", "Deleting"
+    DELETED = "deleted", "Deleted"
+
+
+S = DesktopState
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.CLONING, S.FAILED, S.DELETING}),
+    S.CLONING: frozenset({S.STARTING, S.FAILED, S.DELETING}),
+    S.STARTING: frozenset({S.RUNNING, S.FAILED, S.DELETING}),
+    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.FAILED, S.DELETING}),
+    S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.DELETING}),
+    S.STOPPED: frozenset({S.STARTING, S.FAILED, S.DELETING}),
+    S.FAILED: frozenset({S.QUEUED, S.DELETING}),
+    S.DELETING: frozenset({S.DELETED, S.FAILED}),
+    S.DELETED: frozenset(),
+}
+# States in which the desktop still holds (or may hold) a domain or a volume on its host.
+LIVE_STATES = frozenset(ALLOWED_TRANSITIONS) - {S.DELETED}
+# States a launch waits through before the console can open.
+PROVISIONING_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING})
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+class Desktop(models.Model):
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="desktops")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="desktops"
+    )
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="desktops")
+    image_version = models.ForeignKey(GoldenImageVersion, on_delete=models.PROTECT, related_name="desktops")
+    name = models.CharField(max_length=100, unique=True, help_text="libvirt domain name on the host.")
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    state = models.CharField(max_length=16, choices=DesktopState.choices, default=S.QUEUED, editable=False)
+    state_changed_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    # Console ports as read from the running domain's live definition by the worker that
+    # started it; the gateway connects to host.console_address on these, nowhere else.
+    vnc_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    spice_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One live desktop per user and pool, however many launches race.
+            models.UniqueConstraint(
+                fields=["pool", "user"],
+                condition=Q(user__isnull=False) & ~Q(state="deleted"),
+                name="one_live_desktop_per_user_and_pool",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def volume_name(self) -> str:
+        return f"{self.name}.qcow2"
+
+    @property
+    def serial_log_path(self) -> str | None:
+        if not self.host.serial_log_dir:
+            return None
+        return f"{self.host.serial_log_dir.rstrip('/')}/{self.name}.log"
+
+    def transition(self, to_state: str, *, expected: str | set | frozenset | None = None, message: str = "",
+                   actor=None, **fields) -> bool:
+        """Move from `expected` (default: the state this instance holds) to `to_state`.
+
+        Returns False, changing nothing, if the row is no longer in an expected state (another
+        worker moved it first). Extra `fields` are written in the same UPDATE.
+        """
+        if expected is None:
+            expected = {self.state}
+        elif isinstance(expected, str):
+            expected = {expected}
+        for from_state in expected:
+            if to_state not in ALLOWED_TRANSITIONS[from_state]:
+                raise IllegalTransition(f"a desktop cannot go from {from_state} to {to_state}")
+        now = timezone.now()
+        with transaction.atomic():
+            # A conditional UPDATE per possible source state: the row count says whether we
+            # won, and which state we left, without a read-then-write race on any database.
+            from_state = None
+            for candidate in sorted(expected):
+                won = Desktop.objects.filter(pk=self.pk, state=candidate).update(
+                    state=to_state, state_changed_at=now, **fields
+                )
+                if won:
+                    from_state = candidate
+                    break
+            if from_state is None:
+                return False
+            from .events import DesktopEvent
+
+            DesktopEvent.objects.create(
+                desktop_id=self.pk, from_state=from_state, to_state=to_state, message=message[:2000], actor=actor
+            )
+        self.state, self.state_changed_at = to_state, now
+        for key, value in fields.items():
+            setattr(self, key, value)
+        return True
+
+    def note(self, message: str, *, actor=None):
+        """An event row without a state change."""
+        from .events import DesktopEvent
+
+        DesktopEvent.objects.create(desktop_id=self.pk, message=message[:2000], actor=actor)

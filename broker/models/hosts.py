@@ -1,0 +1,67 @@
+from django.conf import settings
+from django.db import models
+
+
+# Callables, so the migration does not freeze one machine's environment into the schema.
+def default_storage_pool():
+    return settings.VDI_STORAGE_POOL
+
+
+def default_storage_path():
+    return settings.VDI_STORAGE_PATH
+
+
+def default_image_pool():
+    return settings.VDI_IMAGE_POOL
+
+
+def default_image_path():
+    return settings.VDI_IMAGE_PATH
+
+
+def default_serial_log_dir():
+    return settings.VDI_GUEST_LOG_DIR
+
+
+class Host(models.Model):
+    """A hypervisor the broker places desktops on, reached through a libvirt URI."""
+
+    class DomainType(models.TextChoices):
+        KVM = "kvm", "KVM (hardware virtualisation)"
+        QEMU = "qemu", "QEMU TCG (software emulation; nested or test hosts)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    libvirt_uri = models.CharField(
+        max_length=255,
+        help_text="qemu:///system for this machine, qemu+ssh://user@host/system or "
+        "qemu+tls://host/system for others.",
+    )
+    domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.KVM)
+    console_address = models.CharField(
+        max_length=255,
+        default="127.0.0.1",
+        help_text="Address the console gateway connects to for this host's VNC/SPICE ports. "
+        "Guests listen on it only; keep it on a management network.",
+    )
+    storage_pool = models.CharField(max_length=64, default=default_storage_pool)
+    storage_path = models.CharField(
+        max_length=255, default=default_storage_path, help_text="Directory of the desktops' disks."
+    )
+    image_pool = models.CharField(max_length=64, default=default_image_pool)
+    image_path = models.CharField(
+        max_length=255, default=default_image_path, help_text="Directory of golden image files on this host."
+    )
+    serial_log_dir = models.CharField(
+        max_length=255,
+        blank=True,
+        default=default_serial_log_dir,
+        help_text="Directory on the host for the guests' serial console logs; empty for none.",
+    )
+    is_enabled = models.BooleanField(default=True, help_text="New desktops are placed only on enabled hosts.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

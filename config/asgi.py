@@ -1,0 +1,25 @@
+"""ASGI entry point: Django for HTTP, the console gateway for websockets.
+
+Serve it with uvicorn's `websockets` implementation (`--ws websockets`): its send awaits the
+socket's drain, which is what gives the console relay its backpressure.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from broker.console.routing import websocket_urlpatterns  # noqa: E402
+
+# Origin is checked inside the consumer, so a refused page gets a close code and reason.
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)

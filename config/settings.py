@@ -1,0 +1,166 @@
+"""Settings, read from the environment.
+
+Every knob an operator may turn is an environment variable; the defaults give the zero-setup
+quick start (SQLite, Redis on 127.0.0.1, this machine as the only hypervisor host).
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VDI_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def load_secret_key():
+    """DJANGO_SECRET_KEY, or a key generated once and kept in var/ (never a constant in git)."""
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        import secrets
+
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = load_secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "broker",
+    "portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'vdi.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Web, worker and gateway share the file: wait for a lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("VDI_HTTPS", False)
+CSRF_COOKIE_SECURE = env_bool("VDI_HTTPS", False)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# noVNC and spice-html5 come from npm (`make setup`), served as plain ES modules.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/novnc", BASE_DIR / "node_modules/@novnc/novnc"),
+    ("vendor/spice-html5", BASE_DIR / "node_modules/@spice-project/spice-html5"),
+]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- broker knobs --------------------------------------------------------------------------
+# How long a console ticket may wait between issue and use.
+VDI_CONSOLE_TICKET_TTL_SECONDS = int(os.environ.get("VDI_CONSOLE_TICKET_TTL_SECONDS", "30"))
+# Origins allowed to open console websockets besides the portal's own origin.
+VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
+# Where clones and their storage pool live on a host that the broker sets up itself.
+VDI_STORAGE_POOL = os.environ.get("VDI_STORAGE_POOL", "vdi")
+VDI_STORAGE_PATH = os.environ.get("VDI_STORAGE_PATH", "/var/lib/vdi/desktops")
+# Where golden image files live on a host (a libvirt storage pool, so the broker can check them).
+VDI_IMAGE_POOL = os.environ.get("VDI_IMAGE_POOL", "vdi-images")
+VDI_IMAGE_PATH = os.environ.get("VDI_IMAGE_PATH", "/var/lib/vdi/images")
+# Serial console logs of guests (readable by admins; proves the guest booted).
+VDI_GUEST_LOG_DIR = os.environ.get("VDI_GUEST_LOG_DIR", "/var/lib/vdi/logs")
+# Prefix of every libvirt domain and volume the broker creates.
+VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("VDI_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # uvicorn's access log prints full request paths; ours never carry secrets, but keep
+        # it quiet by default anyway.
+        "uvicorn.access": {"level": "WARNING"},
+    },
+}

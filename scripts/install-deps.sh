@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what the broker needs on Debian/Ubuntu: QEMU/libvirt, build headers, Redis, Node,
+# the Python virtualenv and the npm front-end packages. Safe to run again; does only what is
+# missing. `--test` adds what the test suite needs (PostgreSQL, Chromium).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+          dnsmasq-base curl python3-venv python3-dev gcc redis-server nodejs npm)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(chromium chromium-driver postgresql)
+fi
+# Some machines carry their own Python, Node, Redis or PostgreSQL; do not install Debian's over them.
+command -v node >/dev/null && command -v npm >/dev/null && packages=("${packages[@]/nodejs/}") && packages=("${packages[@]/npm/}")
+command -v redis-server >/dev/null && packages=("${packages[@]/redis-server/}")
+command -v psql >/dev/null && [ -d /etc/postgresql ] && packages=("${packages[@]/postgresql/}")
+python3 -m venv --help >/dev/null 2>&1 && packages=("${packages[@]/python3-venv/}")
+apt_ensure $(printf '%s\n' "${packages[@]}" | grep -v '^$')
+
+cd "$ROOT"
+if [ ! -x "$PY" ]; then
+  say "creating the virtualenv in $VENV"
+  python3 -m venv "$VENV"
+fi
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  say "installing Python requirements"
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q -r requirements.txt
+  echo "$want" > "$VENV/.requirements.sha256"
+fi
+want=$(sha256sum package.json package-lock.json | sha256sum | cut -d' ' -f1)
+if [ "$(cat node_modules/.vdi-stamp 2>/dev/null)" != "$want" ]; then
+  say "installing front-end packages from npm (noVNC, spice-html5)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > node_modules/.vdi-stamp
+fi

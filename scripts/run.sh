@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make run`: install, start services, migrate, build the demo golden image, create the demo,
+# then run the Celery worker and the portal (uvicorn). Ctrl+C stops both. Safe to run again.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+PORT="${VDI_PORT:-8000}"
+BIND="${VDI_BIND:-127.0.0.1}"
+RUN_DIR="$ROOT/var/run"
+LOG_DIR="$ROOT/var/log"
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+
+"$ROOT/scripts/install-deps.sh"
+if [[ "${DATABASE_URL:-}" == postgres* ]]; then
+  "$ROOT/scripts/start-services.sh" --postgres
+else
+  "$ROOT/scripts/start-services.sh"
+fi
+"$ROOT/scripts/build-golden-image.sh" "$DEMO_IMAGE"
+
+say "migrating the database"
+"$PY" manage.py migrate --noinput -v 0
+say "creating the demo (host, golden image, pool, users)"
+(umask 077; "$PY" manage.py setup_demo > "$RUN_DIR/demo-logins.txt")
+cat "$RUN_DIR/demo-logins.txt"
+
+# A previous `make run` may still be running: stop it, so this one starts clean.
+for name in worker portal; do
+  if [ -f "$RUN_DIR/$name.pid" ] && kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
+    say "stopping the previous $name"
+    kill "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || break; sleep 0.2; done
+  fi
+done
+
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "${worker_pid:-}" ] && kill "$worker_pid" 2>/dev/null || true
+  [ -n "${portal_pid:-}" ] && kill "$portal_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+say "starting the Celery worker (log: var/log/worker.log)"
+"$VENV/bin/celery" -A config worker --loglevel=INFO --concurrency="${VDI_WORKERS:-4}" \
+  >>"$LOG_DIR/worker.log" 2>&1 &
+worker_pid=$!
+echo "$worker_pid" > "$RUN_DIR/worker.pid"
+
+say "starting the portal on http://$BIND:$PORT (log: var/log/portal.log)"
+"$VENV/bin/uvicorn" config.asgi:application --host "$BIND" --port "$PORT" --ws websockets \
+  --no-access-log >>"$LOG_DIR/portal.log" 2>&1 &
+portal_pid=$!
+echo "$portal_pid" > "$RUN_DIR/portal.pid"
+
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/login/" 2>/dev/null && break
+  kill -0 "$portal_pid" 2>/dev/null || { tail -20 "$LOG_DIR/portal.log"; exit 1; }
+  sleep 0.2
+done
+
+cat <<TXT
+
+  VDI portal:  http://$BIND:$PORT/
+  Admin:       http://$BIND:$PORT/admin/
+$(sed 's/^/  /' "$RUN_DIR/demo-logins.txt" | grep login)
+
+  Log in as the employee, press Launch on "Demo desktop", and the console opens in the page.
+  Logs: var/log/worker.log, var/log/portal.log. Stop with Ctrl+C.
+
+TXT
+wait -n "$worker_pid" "$portal_pid"
+echo "a process stopped; see var/log/worker.log and var/log/portal.log" >&2
+exit 1
