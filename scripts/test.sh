@@ -19,9 +19,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
   fi
 fi
 export VDI_TEST_GOLDEN_IMAGE="$DEMO_IMAGE"
-# Tests use their own Redis database and name prefix, so a running `make run` is not disturbed.
-export CELERY_BROKER_URL="${VDI_TEST_BROKER_URL:-redis://127.0.0.1:6379/15}"
-export VDI_NAME_PREFIX="vditest-"
+# Tests set their own Redis database and domain name prefix (tests/conftest.py).
+
+
 export VDI_VAR_DIR="${VDI_TEST_VAR_DIR:-$ROOT/var/test}"
 
 start=$(date +%s)

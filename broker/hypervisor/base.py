@@ -83,6 +83,10 @@ class HypervisorDriver(abc.ABC):
         """
 
     @abc.abstractmethod
+    def create_volume(self, *, pool: str, name: str, capacity_bytes: int) -> VolumeInfo:
+        """Create an empty qcow2 volume (a data disk); an existing one is returned as it is."""
+
+    @abc.abstractmethod
     def delete_volume(self, *, pool: str, name: str) -> bool:
         """Delete a volume; returns False if it did not exist."""
 

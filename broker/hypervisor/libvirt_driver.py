@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import libvirt
 
@@ -34,6 +35,7 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "shutoff",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
 }
+VOLUME_BUILD_TIMEOUT_S = 300
 _CONNECTION_LOST = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_RPC,
@@ -149,26 +151,42 @@ class LibvirtDriver(HypervisorDriver):
 
     def clone_volume(self, *, pool: str, name: str, base_path: str, linked: bool = True) -> VolumeInfo:
         storage = self._pool(pool)
-        try:
-            return self._volume_info(storage.storageVolLookupByName(name))
-        except libvirt.libvirtError as exc:
-            if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                raise self._fail(f"looking up volume {name}", exc) from exc
         base = self.image_info(path=base_path)
+        if linked:
+            xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes, backing_path=base.path)
+        else:
+            xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes)
+        deadline = time.monotonic() + VOLUME_BUILD_TIMEOUT_S
+        while True:
+            try:
+                info = self._volume_info(storage.storageVolLookupByName(name))
+                # A volume that another worker is still writing reports a smaller capacity.
+                if info.capacity_bytes >= base.capacity_bytes:
+                    return info
+            except libvirt.libvirtError as exc:
+                if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise self._fail(f"looking up volume {pool}/{name}", exc) from exc
+                try:
+                    if linked:
+                        return self._volume_info(storage.createXML(xml, 0))
+                    source = self._connection().storageVolLookupByPath(base.path)
+                    return self._volume_info(storage.createXMLFrom(xml, source, 0))
+                except libvirt.libvirtError as create_exc:
+                    if _code(create_exc) != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                        raise self._fail(f"cloning {base_path} to {pool}/{name}", create_exc) from create_exc
+                    # A duplicate task is creating it right now: wait for it below.
+            if time.monotonic() > deadline:
+                raise HypervisorError(f"volume {pool}/{name} is still being written by another worker")
+            time.sleep(0.1)
+
+    def create_volume(self, *, pool: str, name: str, capacity_bytes: int) -> VolumeInfo:
+        storage = self._pool(pool)
         try:
-            if linked:
-                xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes, backing_path=base.path)
-                volume = storage.createXML(xml, 0)
-            else:
-                source = self._connection().storageVolLookupByPath(base.path)
-                xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes)
-                volume = storage.createXMLFrom(xml, source, 0)
+            return self._volume_info(storage.createXML(vxml.volume_xml(name=name, capacity_bytes=capacity_bytes), 0))
         except libvirt.libvirtError as exc:
             if _code(exc) == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
-                # A duplicate task created it a moment ago.
                 return self._volume_info(storage.storageVolLookupByName(name))
-            raise self._fail(f"cloning {base_path} to {pool}/{name}", exc) from exc
-        return self._volume_info(volume)
+            raise self._fail(f"creating volume {pool}/{name}", exc) from exc
 
     def delete_volume(self, *, pool: str, name: str) -> bool:
         storage = self._pool(pool)

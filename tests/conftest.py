@@ -1,0 +1,127 @@
+"""Fixtures on real parts: libvirtd (qemu:///system, TCG guests), PostgreSQL, Redis, uvicorn,
+a Celery worker, and headless Debian Chromium."""
+
+import os
+
+import pytest
+
+from tests.support.stack import LiveStack
+
+GOLDEN_IMAGE = os.environ.get("VDI_TEST_GOLDEN_IMAGE", "/var/lib/vdi/images/demo-linux-v1.qcow2")
+
+
+def pytest_configure(config):
+    """The tests' domains carry their own name prefix (cleanup removes only those) and their
+    Celery messages go to their own Redis database, so a running `make run` is not disturbed."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    settings.VDI_NAME_PREFIX = os.environ.get("VDI_TEST_NAME_PREFIX", "vditest-")
+    if not settings.VDI_NAME_PREFIX.startswith("vditest-"):
+        raise pytest.UsageError("VDI_TEST_NAME_PREFIX must start with vditest- (cleanup deletes by prefix)")
+    settings.CELERY_BROKER_URL = os.environ.get("VDI_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+    app.conf.broker_url = settings.CELERY_BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def golden_image_path():
+    if not os.path.exists(GOLDEN_IMAGE):
+        pytest.fail(f"golden image {GOLDEN_IMAGE} is missing: run scripts/build-golden-image.sh {GOLDEN_IMAGE}")
+    return GOLDEN_IMAGE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_domains_and_volumes():
+    """Leave libvirtd as we found it: no vditest-* domain or volume before or after the run."""
+    from tests.support.libvirt_cleanup import remove_test_leftovers
+
+    remove_test_leftovers()
+    yield
+    leftovers = remove_test_leftovers()
+    if leftovers:
+        print(f"\nremoved leftover test domains/volumes: {leftovers}")
+
+
+@pytest.fixture
+def host(db):
+    from broker.models import Host
+
+    return Host.objects.create(name="local", libvirt_uri="qemu:///system", domain_type="qemu")
+
+
+@pytest.fixture
+def image(host, golden_image_path):
+    from broker.models import GoldenImage
+    from broker.services.images import publish_image_version
+
+    image = GoldenImage.objects.create(name="linux", display_name="Linux")
+    publish_image_version(image=image, path=golden_image_path, host=host)
+    return image
+
+
+@pytest.fixture
+def pool(image):
+    from broker.models import Pool
+
+    return Pool.objects.create(name="desk", display_name="Office desktop", image=image)
+
+
+@pytest.fixture
+def employees_group(db):
+    from django.contrib.auth.models import Group
+
+    return Group.objects.create(name="Employees")
+
+
+@pytest.fixture
+def employee(pool, employees_group, django_user_model):
+    from broker.models import Entitlement
+
+    user = django_user_model.objects.create_user("alice", password="correct-horse-9")
+    user.groups.add(employees_group)
+    Entitlement.objects.get_or_create(pool=pool, group=employees_group)
+    return user
+
+
+@pytest.fixture
+def other_employee(pool, employees_group, django_user_model):
+    user = django_user_model.objects.create_user("bob", password="battery-staple-7")
+    user.groups.add(employees_group)
+    return user
+
+
+@pytest.fixture
+def running_desktop(employee, pool):
+    """A desktop provisioned for real on libvirtd (clone + define + start)."""
+    from broker.models import Desktop, DesktopState
+    from broker.services.provisioning import delete_desktop, desktop_name, provision_desktop
+    from broker.selectors import pick_host
+
+    desktop = Desktop.objects.create(
+        pool=pool, user=employee, host=pick_host(pool=pool), image_version=pool.image.current_version(),
+        name=desktop_name(pool=pool, unique=os.urandom(4).hex()),
+    )
+    desktop = provision_desktop(desktop_id=desktop.pk)
+    assert desktop.state == DesktopState.RUNNING
+    yield desktop
+    delete_desktop(desktop_id=desktop.pk)
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker):
+    """uvicorn serving the ASGI app and a Celery worker, both on the test database."""
+    stack = LiveStack()
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support.measurements import read_measurements
+
+    figures = read_measurements()
+    if figures:
+        terminalreporter.section("measurements")
+        for name, value in figures.items():
+            terminalreporter.write_line(f"{name}: {value}")
