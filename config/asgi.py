@@ -1,7 +1,9 @@
 """ASGI entry point: Django for HTTP, the console gateway for websockets.
 
-Serve it with uvicorn's `websockets` implementation (`--ws websockets`): its send awaits the
-socket's drain, which is what gives the console relay its backpressure.
+Serve it with uvicorn's `--ws websockets-sansio --ws-per-message-deflate false`: that
+implementation's send waits while the socket's write buffer is full, which is what gives the
+console relay its backpressure, and screen updates are not worth compressing twice (RFB has
+its own encodings; deflate costs CPU and latency on every frame).
 """
 
 import os

@@ -158,11 +158,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"scrub_tickets": {"()": "config.log_filters.ScrubConsoleTickets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_tickets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("VDI_LOG_LEVEL", "INFO")},
     "loggers": {
-        # uvicorn's access log prints full request paths; ours never carry secrets, but keep
-        # it quiet by default anyway.
-        "uvicorn.access": {"level": "WARNING"},
+        # uvicorn logs every websocket handshake with its URL, where the console ticket is.
+        "uvicorn.error": {"filters": ["scrub_tickets"]},
+        "uvicorn.access": {"level": "WARNING", "filters": ["scrub_tickets"]},
     },
 }

@@ -2,7 +2,7 @@
 
 It never calls libvirt and writes nothing but the console session row. Backpressure both
 ways: the guest is read only after the previous chunk was handed to the browser's socket
-(uvicorn's `websockets` implementation awaits the drain), and the browser's messages are
+(uvicorn's `websockets-sansio` implementation waits while its write buffer is full), and the browser's messages are
 handled one at a time, each awaiting the guest socket's drain.
 """
 

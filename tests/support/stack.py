@@ -64,7 +64,7 @@ class LiveStack:
         ])
         self.portal = self._spawn("portal", [
             str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
-            "--ws", "websockets", "--no-access-log",
+            "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--no-access-log",
         ])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
