@@ -79,7 +79,7 @@ class Command(BaseCommand):
                 lines.append(f"{role} login: {username} / {password}   <- generated; shown only now")
                 self._remember(username, password)
         else:
-            lines.append(f"{role} login: {username} / (unchanged: printed when it was created, and kept in "
+            lines.append(f"{role} login: {username} / (unchanged since it was set; a generated one is kept in "
                          f"{self._credentials_file()}; set ${password_env} to reset it)")
         return user
 

@@ -1,0 +1,655 @@
+"""Launch benchmark: seconds from nothing to a running desktop, through the broker and by hand.
+
+    .venv/bin/python bench/launch.py [--desktops N] [--concurrency C]
+
+Both paths build the same guest (linked qcow2 clone of the golden image, the broker's own
+domain XML, the pool's vCPUs and memory) on this machine's libvirtd:
+
+  direct  libvirt-python calls from threads: createXML volume, defineXML, create, XMLDesc.
+  broker  broker.services.assignment.launch_desktop() from threads, a real Celery worker
+          (prefork, --concurrency C) doing the work, the Desktop row polled every 20 ms.
+
+"running" is the domain running with its VNC port known (the broker: the row says running);
+"ready" is that port answering b"RFB". At most C desktops of a path are in flight at once.
+
+Everything runs in isolation: a temporary VDI_VAR_DIR and SQLite database (or an empty
+database given with --database-url), Redis database 14 for Celery, and the name prefix
+vdibench- for every domain, volume and serial log; all of them are removed at the end, also
+on Ctrl+C. The table goes to stdout, its last line is one JSON object; progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NAME_PREFIX = "vdibench-"
+CELERY_BROKER_URL = "redis://127.0.0.1:6379/14"
+LIBVIRT_URI = "qemu:///system"
+DEFAULT_IMAGE = "/var/lib/vdi/images/demo-linux-v1.qcow2"
+POLL_S = 0.02
+WORKER_START_TIMEOUT_S = 60
+
+# Set on Ctrl+C or a failed launch: every waiting loop in the launcher threads gives up.
+STOP = threading.Event()
+
+
+class BenchAborted(Exception):
+    pass
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--desktops", "-n", type=int, default=5, help="desktops per path (default 5)")
+    parser.add_argument("--concurrency", "-c", type=int, default=1,
+                        help="launches in flight at once, and Celery worker processes (default 1)")
+    parser.add_argument("--database-url",
+                        help="an EMPTY database to use instead of a temporary SQLite file; the rows the "
+                             "bench creates are deleted at the end, the tables stay")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"golden image (default {DEFAULT_IMAGE})")
+    parser.add_argument("--order", choices=["direct-first", "broker-first"], default="direct-first",
+                        help="which path's phase runs first (default direct-first)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds one desktop may take (default 300)")
+    parser.add_argument("--per-desktop", action="store_true", help="also print every desktop's times")
+    args = parser.parse_args()
+    if args.desktops < 1 or args.concurrency < 1:
+        parser.error("--desktops and --concurrency must be at least 1")
+    return args
+
+
+def configure_environment(args, var_dir: Path) -> None:
+    """Point settings at the bench's own state; must run before Django is imported."""
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "VDI_VAR_DIR": str(var_dir),
+        "DATABASE_URL": args.database_url or f"sqlite:///{var_dir / 'bench.sqlite3'}",
+        "VDI_NAME_PREFIX": NAME_PREFIX,
+        "CELERY_BROKER_URL": CELERY_BROKER_URL,
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        # The services log every transition at INFO; the bench reports its own figures.
+        "VDI_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    })
+    # bench/ is sys.path[0] when run as a script; the project packages live one level up.
+    sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Fixture:
+    host: object
+    pool: object
+    users: list
+    warmup_user: object
+
+
+def migrate_empty_database(args) -> None:
+    from django.core.management import call_command
+
+    from broker.models import Host
+
+    call_command("migrate", verbosity=0, interactive=False)
+    if args.database_url and Host.objects.exists():
+        raise BenchAborted("--database-url must name an empty database (it has hosts already)")
+
+
+def create_fixture(args) -> Fixture:
+    from django.contrib.auth import get_user_model
+
+    from broker.models import Entitlement, GoldenImage, Host, Pool
+    from broker.services.images import publish_image_version
+
+    host = Host.objects.create(name="local", libvirt_uri=LIBVIRT_URI, domain_type="qemu")
+    image = GoldenImage.objects.create(name="bench-linux", display_name="Bench Linux")
+    publish_image_version(image=image, path=args.image, host=host, notes="launch benchmark")
+    # Model defaults (1 vCPU, 256 MiB, linked clones): what a pool gets unless an admin changes it.
+    # The name is the middle of the domain names: vdibench-broker-<hex>.
+    pool = Pool.objects.create(name="broker", display_name="Launch benchmark", image=image)
+    User = get_user_model()
+    users = [User.objects.create_user(username=f"vdibench-{i:03d}") for i in range(args.desktops + 1)]
+    Entitlement.objects.bulk_create([Entitlement(pool=pool, user=user) for user in users])
+    return Fixture(host=host, pool=pool, users=users[1:], warmup_user=users[0])
+
+
+def delete_fixture_rows() -> None:
+    """Rows in a database the caller gave us (a temporary SQLite file just goes away)."""
+    from django.contrib.auth import get_user_model
+
+    from broker.models import Desktop, GoldenImage, Host, Pool
+
+    Desktop.objects.filter(pool__name="broker").delete()  # events cascade
+    Pool.objects.filter(name="broker").delete()  # entitlements cascade
+    GoldenImage.objects.filter(name="bench-linux").delete()  # versions cascade
+    Host.objects.filter(name="local", libvirt_uri=LIBVIRT_URI).delete()
+    get_user_model().objects.filter(username__startswith=NAME_PREFIX).delete()
+
+
+# -- Celery worker --------------------------------------------------------------------------
+
+
+def celery(*argv: str) -> list[str]:
+    return [str(BIN / "celery"), "-A", "config", *argv]
+
+
+def purge_queue() -> None:
+    subprocess.run(celery("purge", "-f"), cwd=ROOT, env=os.environ, check=True, capture_output=True)
+    # A worker killed mid-task leaves its message in kombu's "unacked" hash, which purge does not
+    # touch and the next worker would restore: a stale desktop id pointing into a fresh database.
+    import redis
+
+    redis.Redis.from_url(CELERY_BROKER_URL).delete("unacked", "unacked_index", "unacked_mutex")
+
+
+def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "w")
+    # A session of its own: Ctrl+C in the terminal reaches only the bench, which stops the worker
+    # itself before removing domains (a worker still provisioning could otherwise recreate one).
+    process = subprocess.Popen(
+        celery("worker", f"--concurrency={concurrency}", "--without-mingle", "--without-gossip",
+               "-l", "INFO", "--hostname", f"vdibench-{os.getpid()}@%h"),
+        cwd=ROOT, env=os.environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchAborted(f"the Celery worker exited with {process.returncode}:\n{tail(log_path)}")
+        if " ready." in log_path.read_text():
+            return process
+        time.sleep(0.1)
+    stop_worker(process)
+    raise BenchAborted(f"the Celery worker was not ready after {WORKER_START_TIMEOUT_S} s:\n{tail(log_path)}")
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()  # warm shutdown: finishes the task at hand
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # pool children left behind, if any
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    name: str
+    to_running_s: float
+    to_ready_s: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Phase:
+    path: str
+    samples: list[Sample]
+    total_s: float
+
+
+def raise_if_stopped() -> None:
+    if STOP.is_set():
+        raise BenchAborted("stopped")
+
+
+def check_stop(deadline: float, what: str) -> None:
+    raise_if_stopped()
+    if time.perf_counter() > deadline:
+        raise BenchAborted(f"timed out waiting for {what}")
+
+
+def wait_for_rfb(port: int, deadline: float) -> None:
+    """Until the VNC server greets: the first 3 bytes of the RFB protocol version string."""
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                greeting = b""
+                while len(greeting) < 3:
+                    chunk = sock.recv(3 - len(greeting))
+                    if not chunk:
+                        break
+                    greeting += chunk
+                if greeting == b"RFB":
+                    return
+        except OSError:
+            pass
+        check_stop(deadline, f"RFB on port {port}")
+        time.sleep(POLL_S)
+
+
+def run_phase(path: str, launch_one, jobs: list, concurrency: int) -> Phase:
+    """Launch every job with at most `concurrency` in flight; total = first call to last ready."""
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=path)
+    start = time.perf_counter()
+    try:
+        futures = [executor.submit(launch_one, job) for job in jobs]
+        samples = []
+        for number, future in enumerate(futures, 1):
+            samples.append(future.result())
+            progress(f"{path}: {number}/{len(jobs)} ready ({samples[-1].to_ready_s:.2f} s)")
+    except BaseException:
+        STOP.set()  # the other threads stop waiting; queued jobs are cancelled below
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    return Phase(path=path, samples=samples, total_s=time.perf_counter() - start)
+
+
+# -- direct path ----------------------------------------------------------------------------
+
+
+class DirectLauncher:
+    """The reference: the minimum libvirt calls that give the same running guest."""
+
+    def __init__(self, conn, fixture: Fixture, image_path: str, timeout_s: float):
+        from django.conf import settings
+
+        self.conn = conn  # libvirt connections are thread-safe; one shared, opened before timing
+        self.host, self.pool = fixture.host, fixture.pool
+        self.storage = conn.storagePoolLookupByName(settings.VDI_STORAGE_POOL)
+        # Read once before timing; the broker re-reads the golden image on every clone.
+        golden = conn.storageVolLookupByPath(image_path)
+        self.golden_path, self.golden_capacity = golden.path(), golden.info()[1]
+        self.timeout_s = timeout_s
+
+    def launch(self, _job=None) -> Sample:
+        from broker.hypervisor import DomainSpec
+        from broker.hypervisor.xml import domain_xml, read_graphics_ports, volume_xml
+
+        raise_if_stopped()
+        name = f"{NAME_PREFIX}direct-{uuid.uuid4().hex[:10]}"
+        t0 = time.perf_counter()
+        volume = self.storage.createXML(
+            volume_xml(name=f"{name}.qcow2", capacity_bytes=self.golden_capacity, backing_path=self.golden_path), 0
+        )
+        t_cloned = time.perf_counter()
+        spec = DomainSpec(  # field for field what provisioning.domain_spec() gives the broker's desktops
+            name=name,
+            uuid=str(uuid.uuid4()),
+            domain_type=self.host.domain_type,
+            vcpus=self.pool.vcpus,
+            memory_mib=self.pool.memory_mib,
+            system_disk_path=volume.path(),
+            serial_log_path=f"{self.host.serial_log_dir.rstrip('/')}/{name}.log" if self.host.serial_log_dir else None,
+            metadata={"desktop": "direct", "pool": self.pool.name},
+        )
+        domain = self.conn.defineXML(domain_xml(spec))
+        t_defined = time.perf_counter()
+        domain.create()
+        t_started = time.perf_counter()
+        port = read_graphics_ports(domain.XMLDesc(0)).vnc
+        t_running = time.perf_counter()
+        if port is None:
+            raise BenchAborted(f"{name} runs but shows no VNC port")
+        wait_for_rfb(port, t0 + self.timeout_s)
+        t_ready = time.perf_counter()
+        return Sample(
+            name=name,
+            to_running_s=t_running - t0,
+            to_ready_s=t_ready - t0,
+            steps={
+                "clone": t_cloned - t0,
+                "define": t_defined - t_cloned,
+                "start": t_started - t_defined,
+                "read ports": t_running - t_started,
+                "running→RFB": t_ready - t_running,
+            },
+        )
+
+    def remove_all(self) -> None:
+        remove_bench_leftovers(self.conn, self.storage.name(), self.host.serial_log_dir,
+                               prefix=f"{NAME_PREFIX}direct-")
+
+
+# -- broker path ----------------------------------------------------------------------------
+
+
+class BrokerLauncher:
+    """A user pressing Launch: the portal's call, then the Desktop row watched until running."""
+
+    def __init__(self, fixture: Fixture, timeout_s: float):
+        self.pool = fixture.pool
+        self.timeout_s = timeout_s
+        self.desktop_ids: list[int] = []
+        self._lock = threading.Lock()
+
+    def launch(self, user) -> Sample:
+        from django.db import connections
+
+        from broker.models import Desktop, DesktopState
+        from broker.services.assignment import launch_desktop
+
+        raise_if_stopped()
+        try:
+            wall0, t0 = time.time(), time.perf_counter()
+            desktop = launch_desktop(user=user, pool=self.pool)
+            with self._lock:
+                self.desktop_ids.append(desktop.pk)
+            deadline = t0 + self.timeout_s
+            while True:
+                state, vnc_port, error = (Desktop.objects.filter(pk=desktop.pk)
+                                          .values_list("state", "vnc_port", "last_error").get())
+                if state == DesktopState.RUNNING:
+                    break
+                if state == DesktopState.FAILED:
+                    raise BenchAborted(f"{desktop.name} failed: {error}")
+                check_stop(deadline, f"{desktop.name} to run")
+                time.sleep(POLL_S)
+            wall_seen, t_running = time.time(), time.perf_counter()
+            wait_for_rfb(vnc_port, deadline)
+            t_ready = time.perf_counter()
+            return Sample(
+                name=desktop.name,
+                to_running_s=t_running - t0,
+                to_ready_s=t_ready - t0,
+                steps={**self._steps_from_events(desktop.pk, wall0, wall_seen), "running→RFB": t_ready - t_running},
+            )
+        finally:
+            connections.close_all()  # this thread's connections; after the clock has stopped
+
+    @staticmethod
+    def _steps_from_events(desktop_id: int, wall0: float, wall_seen: float) -> dict[str, float]:
+        """Split call→seen-running at the row's creation and its state changes (one wall clock)."""
+        from broker.models import Desktop, DesktopEvent
+
+        created = Desktop.objects.values_list("created_at", flat=True).get(pk=desktop_id).timestamp()
+        at = {
+            to_state: created_at.timestamp()
+            for to_state, created_at in DesktopEvent.objects.filter(desktop_id=desktop_id)
+            .exclude(to_state="").values_list("to_state", "created_at")
+        }
+        return {
+            "call→row": created - wall0,
+            "queue wait": at["cloning"] - created,
+            "clone+define": at["starting"] - at["cloning"],
+            "start": at["running"] - at["starting"],
+            "poll lag": wall_seen - at["running"],
+        }
+
+    def remove_all(self) -> None:
+        """Through the broker's own deletion, so its rows end as deleted, not as ghosts."""
+        from broker.services.provisioning import delete_desktop
+
+        with self._lock:
+            ids, self.desktop_ids = self.desktop_ids, []
+        for desktop_id in ids:
+            delete_desktop(desktop_id=desktop_id)
+
+
+# -- cleanup --------------------------------------------------------------------------------
+
+
+def remove_bench_leftovers(conn, storage_pool: str, serial_log_dir: str, prefix: str = NAME_PREFIX) -> list[str]:
+    """Destroy and undefine every `prefix`* domain, delete its volumes and serial logs."""
+    import libvirt
+
+    removed = []
+    for domain in conn.listAllDomains(0):
+        if not domain.name().startswith(prefix):
+            continue
+        try:
+            if domain.isActive():
+                domain.destroy()
+            domain.undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+        removed.append(domain.name())
+    try:
+        storage = conn.storagePoolLookupByName(storage_pool)
+    except libvirt.libvirtError:
+        storage = None
+    if storage is not None:
+        storage.refresh(0)
+        for volume in storage.listAllVolumes(0):
+            if volume.name().startswith(prefix):
+                volume.delete(0)
+                removed.append(volume.name())
+    if serial_log_dir:
+        for log in Path(serial_log_dir).glob(f"{prefix}*.log"):
+            log.unlink(missing_ok=True)
+    return removed
+
+
+def leftovers(conn, storage_pool: str) -> list[str]:
+    import libvirt
+
+    names = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(NAME_PREFIX)]
+    try:
+        storage = conn.storagePoolLookupByName(storage_pool)
+        storage.refresh(0)
+        names += [v.name() for v in storage.listAllVolumes(0) if v.name().startswith(NAME_PREFIX)]
+    except libvirt.libvirtError:
+        pass
+    return names
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def mean_steps(phase: Phase) -> dict[str, float]:
+    names = list(phase.samples[0].steps)
+    return {name: statistics.fmean(s.steps[name] for s in phase.samples) for name in names}
+
+
+def p50(values) -> float:
+    return statistics.median(values)
+
+
+def report(args, phases: dict[str, Phase], order_text: str, fixture: Fixture) -> str:
+    lines = [
+        f"Launch benchmark: {args.desktops} desktops per path, concurrency {args.concurrency}, "
+        f"host {fixture.host.libvirt_uri} (domain type {fixture.host.domain_type}), "
+        f"{fixture.pool.vcpus} vCPU / {fixture.pool.memory_mib} MiB per guest, linked qcow2 clones of "
+        f"{Path(args.image).name}",
+        f"Order: {order_text}",
+        "running = domain running and its VNC port read; ready = the VNC port answers b\"RFB\"; "
+        "total = first launch call to last desktop ready.",
+        "",
+        f"{'path':<8}{'N':>4}{'conc':>6}{'total s':>10}{'running p50':>13}{'running max':>13}"
+        f"{'ready p50':>11}{'ready max':>11}",
+    ]
+    for path in ("direct", "broker"):
+        phase = phases[path]
+        running = [s.to_running_s for s in phase.samples]
+        ready = [s.to_ready_s for s in phase.samples]
+        lines.append(f"{path:<8}{len(phase.samples):>4}{args.concurrency:>6}{phase.total_s:>10.2f}"
+                     f"{p50(running):>13.3f}{max(running):>13.3f}{p50(ready):>11.3f}{max(ready):>11.3f}")
+    lines.append("")
+    for path, caption in (("broker", "broker, mean s per step:"), ("direct", "direct, mean s per step:")):
+        steps = "  ".join(f"{name} {value:.3f}" for name, value in mean_steps(phases[path]).items())
+        lines.append(f"{caption:<26}{steps}")
+    if args.per_desktop:
+        lines.append("")
+        for path in ("direct", "broker"):
+            for sample in phases[path].samples:
+                steps = "  ".join(f"{name} {value:.3f}" for name, value in sample.steps.items())
+                lines.append(f"  {sample.name:<28} running {sample.to_running_s:6.3f}  "
+                             f"ready {sample.to_ready_s:6.3f}  | {steps}")
+    return "\n".join(lines)
+
+
+def summary_json(args, phases: dict[str, Phase], order: str) -> dict:
+    broker, direct = phases["broker"], phases["direct"]
+    broker_p50 = p50([s.to_running_s for s in broker.samples])
+    direct_p50 = p50([s.to_running_s for s in direct.samples])
+
+    def rounded(steps):
+        return {name: round(value, 4) for name, value in steps.items()}
+
+    return {
+        "desktops": args.desktops,
+        "concurrency": args.concurrency,
+        "order": order,
+        "broker_p50_s": round(broker_p50, 4),
+        "direct_p50_s": round(direct_p50, 4),
+        "ratio": round(broker_p50 / direct_p50, 3),
+        "broker_total_s": round(broker.total_s, 3),
+        "direct_total_s": round(direct.total_s, 3),
+        "broker_max_s": round(max(s.to_running_s for s in broker.samples), 4),
+        "direct_max_s": round(max(s.to_running_s for s in direct.samples), 4),
+        "broker_ready_p50_s": round(p50([s.to_ready_s for s in broker.samples]), 4),
+        "direct_ready_p50_s": round(p50([s.to_ready_s for s in direct.samples]), 4),
+        "broker_steps_mean_s": rounded(mean_steps(broker)),
+        "direct_steps_mean_s": rounded(mean_steps(direct)),
+    }
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
+    """Everything that creates something records it in `state`, for main()'s cleanup."""
+    configure_environment(args, var_dir)
+    import django
+
+    django.setup()
+    import libvirt
+    from django.conf import settings
+
+    from broker.services.provisioning import prepare_host_storage
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed too
+    conn = libvirt.open(LIBVIRT_URI)
+    state["conn"] = conn
+    state["storage_pool"] = settings.VDI_STORAGE_POOL
+    state["serial_log_dir"] = settings.VDI_GUEST_LOG_DIR
+    stale = remove_bench_leftovers(conn, settings.VDI_STORAGE_POOL, settings.VDI_GUEST_LOG_DIR)
+    if stale:
+        progress(f"removed leftovers of an earlier run: {stale}")
+
+    progress("migrating a fresh database and creating host, image, pool and users")
+    migrate_empty_database(args)
+    state["rows_in_given_database"] = bool(args.database_url)
+    fixture = create_fixture(args)
+    prepare_host_storage(fixture.host)
+
+    progress(f"starting a Celery worker (concurrency {args.concurrency}) on {CELERY_BROKER_URL}")
+    purge_queue()
+    state["worker"] = start_worker(args.concurrency, var_dir / "worker.log")
+
+    direct = DirectLauncher(conn, fixture, args.image, args.timeout)
+    broker = BrokerLauncher(fixture, args.timeout)
+    launchers = {"direct": (direct, [None] * args.desktops), "broker": (broker, fixture.users)}
+
+    # Untimed: pulls the golden image, qemu and firmware into the page cache and lets the worker
+    # import and connect, so neither timed phase pays for being first.
+    progress("warm-up: one direct and one broker desktop, untimed")
+    direct.launch()
+    broker.launch(fixture.warmup_user)
+    direct.remove_all()
+    broker.remove_all()
+
+    # One path at a time, the host cleared in between: each phase's k-th launch shares the two
+    # cores with the same k-1 booting guests of its own path, and nothing of the other path.
+    order = ["direct", "broker"] if args.order == "direct-first" else ["broker", "direct"]
+    phases = {}
+    for path in order:
+        launcher, jobs = launchers[path]
+        progress(f"{path} phase: {args.desktops} desktops, {args.concurrency} at a time")
+        phases[path] = run_phase(path, launcher.launch, jobs, args.concurrency)
+        launcher.remove_all()
+    order_text = (f"untimed warm-up (1 direct + 1 broker desktop, removed), then the {order[0]} phase, "
+                  f"its guests removed, then the {order[1]} phase (guests of a phase keep running "
+                  f"until the phase ends).")
+    return report(args, phases, order_text, fixture), summary_json(args, phases, args.order)
+
+
+def clean_up(state: dict, var_dir: Path) -> list[str]:
+    """Undo whatever `run` got to; every step is tried even if an earlier one fails.
+
+    Returns what is still there (or ["?"] when a step failed), for the exit status."""
+    left: list[str] = []
+
+    def attempt(what, step):
+        try:
+            return step()
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next step
+            progress(f"cleanup: {what} failed: {exc!r}")
+            left.append("?")
+
+    if "worker" in state:  # first, so no task recreates a domain behind the sweep
+        attempt("stopping the worker", lambda: stop_worker(state["worker"]))
+    conn = state.get("conn")
+    if conn is not None:
+        attempt("removing domains, volumes and logs",
+                lambda: remove_bench_leftovers(conn, state["storage_pool"], state["serial_log_dir"]))
+        left += attempt("listing leftovers", lambda: leftovers(conn, state["storage_pool"])) or []
+        attempt("closing libvirt", conn.close)
+    if state.get("rows_in_given_database"):
+        attempt("deleting the bench's rows", delete_fixture_rows)
+    shutil.rmtree(var_dir, ignore_errors=True)
+    if left:
+        progress(f"cleanup incomplete: {left}")
+    return left
+
+
+def main() -> int:
+    args = parse_args()
+
+    def terminate(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    var_dir = Path(tempfile.mkdtemp(prefix="vdibench-"))
+    state: dict = {}
+    result = None
+    try:
+        result = run(args, var_dir, state)
+    except BenchAborted as exc:
+        progress(f"aborted: {exc}")
+    except KeyboardInterrupt:
+        progress("interrupted")
+    finally:
+        # A second Ctrl+C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        STOP.set()
+        progress("cleaning up")
+        left = clean_up(state, var_dir)
+    if result is None or left:
+        return 1
+    table, summary = result
+    print(table)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The admin sees and edits hosts, images, pools, entitlements, desktops with history, sessions."""
+
+import pytest
+from django.urls import reverse
+
+from broker.models import ConsoleSession, Desktop, DesktopState, Entitlement
+
+
+@pytest.fixture
+def admin(client, django_user_model):
+    user = django_user_model.objects.create_superuser("root", password="admin-pass-1")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def desktop(pool, employee, host):
+    desktop = Desktop.objects.create(pool=pool, user=employee, host=host, image_version=pool.image.current_version(),
+                                     name="vditest-admin")
+    desktop.transition(DesktopState.CLONING, message="worker picked up the launch")
+    ConsoleSession.objects.create(user=employee, desktop=desktop, protocol="vnc")
+    return desktop
+
+
+@pytest.mark.parametrize("model", ["host", "goldenimage", "pool", "entitlement", "desktop", "desktopevent",
+                                   "consolesession"])
+def test_every_broker_model_has_a_list_page(admin, desktop, model):
+    response = admin.get(reverse(f"admin:broker_{model}_changelist"))
+    assert response.status_code == 200
+
+
+def test_the_desktop_page_shows_its_state_and_history(admin, desktop):
+    content = admin.get(reverse("admin:broker_desktop_change", args=[desktop.pk])).content.decode()
+    assert "Cloning disk" in content
+    assert "worker picked up the launch" in content
+
+
+def test_the_image_page_shows_its_versions(admin, pool):
+    version = pool.image.current_version()
+    content = admin.get(reverse("admin:broker_goldenimage_change", args=[pool.image.pk])).content.decode()
+    assert version.path in content
+    assert "v1" in admin.get(reverse("admin:broker_goldenimage_changelist")).content.decode()
+
+
+def test_the_admin_entitles_a_group_to_a_pool_inline(admin, pool, employees_group):
+    Entitlement.objects.all().delete()
+    data = {
+        "name": pool.name, "display_name": pool.display_name, "description": "", "kind": "dedicated",
+        "image": pool.image.pk, "host": "", "vcpus": 2, "memory_mib": 512, "protocol": "vnc",
+        "linked_clones": "on", "is_enabled": "on",
+        "entitlements-TOTAL_FORMS": "1", "entitlements-INITIAL_FORMS": "0",
+        "entitlements-MIN_NUM_FORMS": "0", "entitlements-MAX_NUM_FORMS": "1000",
+        "entitlements-0-group": employees_group.pk, "entitlements-0-user": "",
+    }
+    response = admin.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    pool.refresh_from_db()
+    assert pool.vcpus == 2 and pool.memory_mib == 512
+    assert Entitlement.objects.get().group == employees_group
+
+
+def test_an_entitlement_for_both_a_user_and_a_group_is_refused(admin, pool, employees_group, employee):
+    response = admin.post(reverse("admin:broker_entitlement_add"),
+                          {"pool": pool.pk, "user": employee.pk, "group": employees_group.pk})
+    assert response.status_code == 200
+    assert b"Entitle either one user or one group." in response.content
+
+
+def test_the_admin_cannot_edit_a_desktops_state_by_hand(admin, desktop):
+    admin.post(reverse("admin:broker_desktop_change", args=[desktop.pk]),
+               {"user": desktop.user_id, "state": "running"})
+    desktop.refresh_from_db()
+    assert desktop.state == DesktopState.CLONING
