@@ -100,6 +100,8 @@ class Fixture:
     pool: object
     users: list
     warmup_user: object
+    load_at_start: str = ""
+    other_domains: int = 0
 
 
 def migrate_empty_database(args) -> None:
@@ -323,8 +325,8 @@ class DirectLauncher:
                 "clone": t_cloned - t0,
                 "define": t_defined - t_cloned,
                 "start": t_started - t_defined,
-                "read ports": t_running - t_started,
-                "running→RFB": t_ready - t_running,
+                "read_ports": t_running - t_started,
+                "running_to_rfb": t_ready - t_running,
             },
         )
 
@@ -374,7 +376,7 @@ class BrokerLauncher:
                 name=desktop.name,
                 to_running_s=t_running - t0,
                 to_ready_s=t_ready - t0,
-                steps={**self._steps_from_events(desktop.pk, wall0, wall_seen), "running→RFB": t_ready - t_running},
+                steps={**self._steps_from_events(desktop.pk, wall0, wall_seen), "running_to_rfb": t_ready - t_running},
             )
         finally:
             connections.close_all()  # this thread's connections; after the clock has stopped
@@ -391,11 +393,11 @@ class BrokerLauncher:
             .exclude(to_state="").values_list("to_state", "created_at")
         }
         return {
-            "call→row": created - wall0,
-            "queue wait": at["cloning"] - created,
-            "clone+define": at["starting"] - at["cloning"],
-            "start": at["running"] - at["starting"],
-            "poll lag": wall_seen - at["running"],
+            "call_to_row": created - wall0,  # entitlement check, host pick, INSERT
+            "queue_wait": at["cloning"] - created,  # note, publish, worker pickup, queued→cloning
+            "clone_define": at["starting"] - at["cloning"],
+            "start": at["running"] - at["starting"],  # start, read ports, starting→running
+            "poll_lag": wall_seen - at["running"],  # until the 20 ms poll sees it
         }
 
     def remove_all(self) -> None:
@@ -459,8 +461,25 @@ def leftovers(conn, storage_pool: str) -> list[str]:
 # -- report ---------------------------------------------------------------------------------
 
 
+_T_START = time.monotonic()
+
+
 def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    print(f"[bench {time.monotonic() - _T_START:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+STEP_LABELS = {
+    "call_to_row": "call→row",
+    "queue_wait": "queue wait",
+    "clone_define": "clone+define",
+    "read_ports": "read ports",
+    "poll_lag": "poll lag",
+    "running_to_rfb": "running→RFB",
+}
+
+
+def format_steps(steps: dict[str, float]) -> str:
+    return "  ".join(f"{STEP_LABELS.get(name, name)} {value:.3f}" for name, value in steps.items())
 
 
 def mean_steps(phase: Phase) -> dict[str, float]:
@@ -481,6 +500,8 @@ def report(args, phases: dict[str, Phase], order_text: str, fixture: Fixture) ->
         f"Order: {order_text}",
         "running = domain running and its VNC port read; ready = the VNC port answers b\"RFB\"; "
         "total = first launch call to last desktop ready.",
+        f"Host: {os.cpu_count()} CPUs, load average {fixture.load_at_start} at start, "
+        f"{fixture.other_domains} other running domain(s) not the bench's.",
         "",
         f"{'path':<8}{'N':>4}{'conc':>6}{'total s':>10}{'running p50':>13}{'running max':>13}"
         f"{'ready p50':>11}{'ready max':>11}",
@@ -493,15 +514,13 @@ def report(args, phases: dict[str, Phase], order_text: str, fixture: Fixture) ->
                      f"{p50(running):>13.3f}{max(running):>13.3f}{p50(ready):>11.3f}{max(ready):>11.3f}")
     lines.append("")
     for path, caption in (("broker", "broker, mean s per step:"), ("direct", "direct, mean s per step:")):
-        steps = "  ".join(f"{name} {value:.3f}" for name, value in mean_steps(phases[path]).items())
-        lines.append(f"{caption:<26}{steps}")
+        lines.append(f"{caption:<26}{format_steps(mean_steps(phases[path]))}")
     if args.per_desktop:
         lines.append("")
         for path in ("direct", "broker"):
             for sample in phases[path].samples:
-                steps = "  ".join(f"{name} {value:.3f}" for name, value in sample.steps.items())
                 lines.append(f"  {sample.name:<28} running {sample.to_running_s:6.3f}  "
-                             f"ready {sample.to_ready_s:6.3f}  | {steps}")
+                             f"ready {sample.to_ready_s:6.3f}  | {format_steps(sample.steps)}")
     return "\n".join(lines)
 
 
@@ -536,6 +555,7 @@ def summary_json(args, phases: dict[str, Phase], order: str) -> dict:
 
 def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     """Everything that creates something records it in `state`, for main()'s cleanup."""
+    load_at_start = os.getloadavg()  # before our own setup adds to it
     configure_environment(args, var_dir)
     import django
 
@@ -559,6 +579,10 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     state["rows_in_given_database"] = bool(args.database_url)
     fixture = create_fixture(args)
     prepare_host_storage(fixture.host)
+    # Context for the figures: TCG guests of anyone else compete for the same cores.
+    fixture.load_at_start = " / ".join(f"{x:.2f}" for x in load_at_start)
+    fixture.other_domains = sum(1 for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                                if not d.name().startswith(NAME_PREFIX))
 
     progress(f"starting a Celery worker (concurrency {args.concurrency}) on {CELERY_BROKER_URL}")
     purge_queue()
@@ -606,6 +630,7 @@ def clean_up(state: dict, var_dir: Path) -> list[str]:
 
     if "worker" in state:  # first, so no task recreates a domain behind the sweep
         attempt("stopping the worker", lambda: stop_worker(state["worker"]))
+        progress("worker stopped")
     conn = state.get("conn")
     if conn is not None:
         attempt("removing domains, volumes and logs",

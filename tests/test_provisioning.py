@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from broker.hypervisor import driver_for_uri
 from broker.models import Desktop, DesktopState, GoldenImageVersion
@@ -56,6 +57,8 @@ def test_two_simultaneous_tasks_leak_nothing(queued_desktop):
             provision_desktop_task.apply(args=[queued_desktop.pk], throw=True)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
+        finally:
+            connection.close()  # each thread has its own; do not leave it to the garbage collector
 
     threads = [threading.Thread(target=run) for _ in range(3)]
     for thread in threads:
