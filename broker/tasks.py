@@ -46,3 +46,12 @@ def delete_desktop_task(self, desktop_id: int):
         provisioning.mark_failed(desktop_id=desktop_id, error=f"deletion failed, host down: {exc}")
     except HypervisorError as exc:
         provisioning.mark_failed(desktop_id=desktop_id, error=f"deletion failed: {exc}")
+
+
+@shared_task
+def delete_desktops_past_their_hold_task():
+    """Periodic: delete desktops whose user lost access longer ago than the pool's grace."""
+    from .services.access import desktops_past_their_hold
+
+    for desktop_id in desktops_past_their_hold().values_list("pk", flat=True):
+        delete_desktop_task.delay(desktop_id)

@@ -132,6 +132,16 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The channel layer carries control messages only ("close this console"), never console bytes.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [os.environ.get("CHANNEL_LAYER_URL", REDIS_URL)],
+            "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "vdi"),
+        },
+    }
+}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -139,12 +149,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic jobs; run one `celery beat` per site (`make run` embeds it in its worker).
+CELERY_BEAT_SCHEDULE = {
+    "delete-desktops-past-their-hold": {
+        "task": "broker.tasks.delete_desktops_past_their_hold_task",
+        "schedule": 300.0,
+    },
+}
 
 # --- broker knobs --------------------------------------------------------------------------
 # How long a console ticket may wait between issue and use.
 VDI_CONSOLE_TICKET_TTL_SECONDS = int(os.environ.get("VDI_CONSOLE_TICKET_TTL_SECONDS", "30"))
 # Origins allowed to open console websockets besides the portal's own origin.
 VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
+# How long a dedicated desktop is kept after its user lost the entitlement (a pool may override).
+VDI_REVOKED_DESKTOP_GRACE_HOURS = float(os.environ.get("VDI_REVOKED_DESKTOP_GRACE_HOURS", "72"))
 # Where clones and their storage pool live on a host that the broker sets up itself.
 VDI_STORAGE_POOL = os.environ.get("VDI_STORAGE_POOL", "vdi")
 VDI_STORAGE_PATH = os.environ.get("VDI_STORAGE_PATH", "/var/lib/vdi/desktops")

@@ -43,7 +43,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say "starting the Celery worker (log: var/log/worker.log)"
-"$VENV/bin/celery" -A config worker --loglevel=INFO --concurrency="${VDI_WORKERS:-4}" \
+"$VENV/bin/celery" -A config worker --beat --schedule "$RUN_DIR/celerybeat-schedule" \
+  --loglevel=INFO --concurrency="${VDI_WORKERS:-4}" \
   >>"$LOG_DIR/worker.log" 2>&1 &
 worker_pid=$!
 echo "$worker_pid" > "$RUN_DIR/worker.pid"

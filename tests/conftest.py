@@ -22,6 +22,7 @@ def pytest_configure(config):
         raise pytest.UsageError("VDI_TEST_NAME_PREFIX must start with vditest- (cleanup deletes by prefix)")
     settings.CELERY_BROKER_URL = os.environ.get("VDI_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
     app.conf.broker_url = settings.CELERY_BROKER_URL
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "vditest"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from ..services import console_sessions, tickets
+from ..services import console_control, console_sessions, tickets
 from ..services.tickets import ConsoleRefused
 from .origin import is_allowed_origin, websocket_origin
 
@@ -30,6 +30,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
     guest_writer: asyncio.StreamWriter | None = None
     pump: asyncio.Task | None = None
     session_id: int | None = None
+    groups_joined: tuple[str, ...] = ()
 
     async def connect(self):
         self.bytes_to_client = self.bytes_to_desktop = 0
@@ -57,7 +58,24 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         )
         log.info("console opened: desktop=%s user=%s protocol=%s", target.desktop_id, target.user_id,
                  target.protocol)
+        await self._join_control_groups(target)
         self.pump = asyncio.create_task(self._pump_guest_to_browser())
+
+    async def _join_control_groups(self, target: tickets.ConsoleTarget):
+        """So that logout, a lost entitlement or a reset can close this socket from elsewhere."""
+        if self.channel_layer is None:
+            return
+        self.groups_joined = (
+            console_control.desktop_group(target.desktop_id),
+            console_control.user_group(target.user_id),
+            console_control.login_session_group(self.scope["session"].session_key),
+        )
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def console_terminate(self, event):
+        log.info("console closed by the broker: session=%s code=%s", self.session_id, event["code"])
+        await self._close(event["code"], event["reason"])
 
     async def _authorise(self) -> tickets.ConsoleTarget:
         if not is_allowed_origin(self.scope):
@@ -116,6 +134,8 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self.close(code=code, reason=reason)
 
     async def disconnect(self, code):
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
         if self.pump is not None and not self.pump.done():
             self.pump.cancel()
         if self.guest_writer is not None:

@@ -203,9 +203,17 @@ class LibvirtDriver(HypervisorDriver):
         storage = self._pool(pool)
         try:
             storage.refresh(0)
-            return [self._volume_info(v) for v in storage.listAllVolumes(0)]
+            volumes = storage.listAllVolumes(0)
         except libvirt.libvirtError as exc:
             raise self._fail(f"listing volumes of {pool}", exc) from exc
+        found = []
+        for volume in volumes:
+            try:
+                found.append(self._volume_info(volume))
+            except libvirt.libvirtError as exc:
+                if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:  # deleted since the listing: skip it
+                    raise self._fail(f"listing volumes of {pool}", exc) from exc
+        return found
 
     # -- domains ---------------------------------------------------------------------------
     def _domain(self, name: str) -> libvirt.virDomain:
@@ -282,9 +290,17 @@ class LibvirtDriver(HypervisorDriver):
 
     def list_domains(self) -> list[DomainInfo]:
         try:
-            return [self._info(d) for d in self._connection().listAllDomains(0)]
+            domains = self._connection().listAllDomains(0)
         except libvirt.libvirtError as exc:
             raise self._fail("listing domains", exc) from exc
+        found = []
+        for domain in domains:
+            try:
+                found.append(self._info(domain))
+            except libvirt.libvirtError as exc:
+                if _code(exc) != libvirt.VIR_ERR_NO_DOMAIN:  # undefined since the listing: skip it
+                    raise self._fail("listing domains", exc) from exc
+        return found
 
     def graphics_ports(self, name: str) -> GraphicsPorts:
         domain = self._domain(name)

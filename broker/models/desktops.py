@@ -71,6 +71,9 @@ class Desktop(models.Model):
     # started it; the gateway connects to host.console_address on these, nowhere else.
     vnc_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     spice_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # Set when the user lost the entitlement: the desktop is kept until then (the user may be
+    # entitled again), and deleted afterwards by the periodic cleanup.
+    delete_after = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -32,6 +32,12 @@ class Pool(models.Model):
     memory_mib = models.PositiveIntegerField(default=256)
     protocol = models.CharField(max_length=8, choices=Protocol.choices, default=Protocol.VNC)
     linked_clones = models.BooleanField(default=True, help_text="qcow2 overlay on the golden image (fast, small).")
+    revoked_desktop_grace_hours = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="How long a user's desktop is kept after they lose access (empty: the site default, "
+        "VDI_REVOKED_DESKTOP_GRACE_HOURS).",
+    )
     is_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -40,6 +46,15 @@ class Pool(models.Model):
 
     def __str__(self):
         return self.display_name or self.name
+
+    @property
+    def revoked_desktop_grace(self):
+        from datetime import timedelta
+
+        from django.conf import settings
+
+        hours = self.revoked_desktop_grace_hours
+        return timedelta(hours=settings.VDI_REVOKED_DESKTOP_GRACE_HOURS if hours is None else hours)
 
     def clean(self):
         if self.vcpus < 1:

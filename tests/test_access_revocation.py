@@ -1,0 +1,146 @@
+"""Losing an entitlement closes the user's consoles at once and schedules their desktop's
+deletion after the pool's grace period; logging out closes that login's consoles."""
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from websockets.exceptions import ConnectionClosed
+
+from broker.models import Desktop, DesktopState, Entitlement
+from broker.services.tickets import issue_console_ticket
+from broker.tasks import delete_desktops_past_their_hold_task
+from tests.support.console_client import open_console
+from tests.support.stream_server import BANNER, StreamServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def echo_server():
+    with StreamServer("echo") as server:
+        yield server
+
+
+@pytest.fixture
+def desktop(pool, employee, host, echo_server):
+    return Desktop.objects.create(
+        pool=pool, user=employee, host=host, image_version=pool.image.current_version(), name="vditest-access",
+        state=DesktopState.RUNNING, vnc_port=echo_server.port,
+    )
+
+
+def logged_in_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def console_closed_by(stack, desktop, user, client, action) -> tuple[int, str]:
+    """Open a console, run `action` while it is open, return how the gateway closed it."""
+    cookie = client.cookies["sessionid"].value
+    ticket = issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
+                                  origin=stack.base_url)
+
+    async def session():
+        ws = await open_console(stack, desktop.pk, ticket, cookie=cookie)
+        assert await ws.recv() == BANNER
+        await asyncio.sleep(0.3)  # the gateway has joined its control groups
+        await asyncio.get_running_loop().run_in_executor(None, action)
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code, closed.rcvd.reason
+
+    return asyncio.run(session())
+
+
+def test_leaving_the_group_closes_the_console_and_schedules_deletion(live_stack, desktop, employee,
+                                                                    employees_group):
+    client = logged_in_client(employee)
+    before = timezone.now()
+    code, reason = console_closed_by(live_stack, desktop, employee, client,
+                                     lambda: employee.groups.remove(employees_group))
+    assert (code, reason) == (4411, "Your access to this desktop was withdrawn.")
+    desktop.refresh_from_db()
+    assert before + timedelta(hours=71) < desktop.delete_after < timezone.now() + timedelta(hours=73)
+    assert desktop.state == DesktopState.RUNNING  # kept during the grace period
+    assert desktop.events.filter(message__contains="lost access").exists()
+
+
+def test_rejoining_within_the_grace_period_cancels_the_deletion(desktop, employee, employees_group):
+    employee.groups.remove(employees_group)
+    desktop.refresh_from_db()
+    assert desktop.delete_after is not None
+    employee.groups.add(employees_group)
+    desktop.refresh_from_db()
+    assert desktop.delete_after is None
+
+
+def test_the_pool_sets_the_grace_period(desktop, employee, employees_group, pool):
+    pool.revoked_desktop_grace_hours = 0.5
+    pool.save()
+    employee.groups.remove(employees_group)
+    desktop.refresh_from_db()
+    assert desktop.delete_after < timezone.now() + timedelta(minutes=31)
+
+
+def test_deleting_the_entitlement_holds_the_desktop(desktop, pool):
+    Entitlement.objects.filter(pool=pool).delete()
+    desktop.refresh_from_db()
+    assert desktop.delete_after is not None
+
+
+def test_a_user_entitled_another_way_keeps_the_desktop(desktop, employee, employees_group, pool):
+    Entitlement.objects.create(pool=pool, user=employee)
+    employee.groups.remove(employees_group)
+    desktop.refresh_from_db()
+    assert desktop.delete_after is None
+
+
+def test_deactivating_a_user_holds_their_desktop(desktop, employee):
+    employee.is_active = False
+    employee.save(update_fields=["is_active"])
+    desktop.refresh_from_db()
+    assert desktop.delete_after is not None
+
+
+def test_logging_out_closes_that_logins_consoles_only(live_stack, desktop, employee):
+    other_login = logged_in_client(employee)
+    other_cookie = other_login.cookies["sessionid"].value
+    other_ticket = issue_console_ticket(user=employee, session_key=other_cookie, desktop=desktop, protocol="vnc",
+                                        origin=live_stack.base_url)
+    client = logged_in_client(employee)
+
+    async def other_console_survives():
+        ws = await open_console(live_stack, desktop.pk, other_ticket, cookie=other_cookie)
+        assert await ws.recv() == BANNER
+        return ws
+
+    loop = asyncio.new_event_loop()
+    try:
+        other = loop.run_until_complete(other_console_survives())
+        code, reason = console_closed_by(live_stack, desktop, employee, client, client.logout)
+        assert (code, reason) == (4401, "You logged out.")
+        loop.run_until_complete(other.send(b"still here"))
+        assert loop.run_until_complete(asyncio.wait_for(other.recv(), 5)) == b"still here"
+        loop.run_until_complete(other.close())
+    finally:
+        loop.close()
+
+
+@pytest.mark.libvirt
+def test_a_desktop_past_its_hold_is_deleted_by_the_periodic_job(live_stack, running_desktop):
+    from broker.hypervisor import driver_for_uri
+
+    Desktop.objects.filter(pk=running_desktop.pk).update(delete_after=timezone.now() - timedelta(seconds=1))
+    delete_desktops_past_their_hold_task.apply()  # enqueues the deletion for the real worker
+    deadline = time.monotonic() + 60
+    while Desktop.objects.get(pk=running_desktop.pk).state != DesktopState.DELETED:
+        assert time.monotonic() < deadline, "the worker did not delete the desktop"
+        time.sleep(0.2)
+    assert running_desktop.name not in {d.name for d in driver_for_uri("qemu:///system").list_domains()}
