@@ -11,6 +11,9 @@ domain XML, the pool's vCPUs and memory) on this machine's libvirtd:
 
 "running" is the domain running with its VNC port known (the broker: the row says running);
 "ready" is that port answering b"RFB". At most C desktops of a path are in flight at once.
+By default the paths alternate in rounds of C desktops (direct, broker, broker, direct, ...)
+and each round's guests are removed before the next, so the load of whatever else runs on
+the host falls on both alike; --schedule direct-first runs all N of one path, then the other.
 
 Everything runs in isolation: a temporary VDI_VAR_DIR and SQLite database (or an empty
 database given with --database-url), Redis database 14 for Celery, and the name prefix
@@ -35,7 +38,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +46,10 @@ BIN = Path(sys.executable).parent
 NAME_PREFIX = "vdibench-"
 CELERY_BROKER_URL = "redis://127.0.0.1:6379/14"
 LIBVIRT_URI = "qemu:///system"
-DEFAULT_IMAGE = "/var/lib/vdi/images/demo-linux-v1.qcow2"
+DEFAULT_IMAGE = "/var/lib/vdi/images/demo-linux-v2.qcow2"
 POLL_S = 0.02
 WORKER_START_TIMEOUT_S = 60
+_T_START = time.monotonic()
 
 # Set on Ctrl+C or a failed launch: every waiting loop in the launcher threads gives up.
 STOP = threading.Event()
@@ -67,8 +71,10 @@ def parse_args() -> argparse.Namespace:
                         help="an EMPTY database to use instead of a temporary SQLite file; the rows the "
                              "bench creates are deleted at the end, the tables stay")
     parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"golden image (default {DEFAULT_IMAGE})")
-    parser.add_argument("--order", choices=["direct-first", "broker-first"], default="direct-first",
-                        help="which path's phase runs first (default direct-first)")
+    parser.add_argument("--schedule", choices=["alternate", "direct-first", "broker-first"], default="alternate",
+                        help="alternate: rounds of C desktops, direct broker broker direct ..., the host "
+                             "cleared after each round (default); direct-first / broker-first: all N of "
+                             "one path, guests kept until it is done, then all N of the other")
     parser.add_argument("--timeout", type=float, default=300, help="seconds one desktop may take (default 300)")
     parser.add_argument("--per-desktop", action="store_true", help="also print every desktop's times")
     args = parser.parse_args()
@@ -85,6 +91,8 @@ def configure_environment(args, var_dir: Path) -> None:
         "DATABASE_URL": args.database_url or f"sqlite:///{var_dir / 'bench.sqlite3'}",
         "VDI_NAME_PREFIX": NAME_PREFIX,
         "CELERY_BROKER_URL": CELERY_BROKER_URL,
+        # Console-control messages (none expected) must not reach a running portal's consumers.
+        "CHANNEL_LAYER_PREFIX": "vdibench",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         # The services log every transition at INFO; the bench reports its own figures.
         "VDI_LOG_LEVEL": "WARNING",
@@ -117,15 +125,24 @@ def migrate_empty_database(args) -> None:
 def create_fixture(args) -> Fixture:
     from django.contrib.auth import get_user_model
 
+    from broker.hypervisor import HypervisorError
     from broker.models import Entitlement, GoldenImage, Host, Pool
     from broker.services.images import publish_image_version
 
     host = Host.objects.create(name="local", libvirt_uri=LIBVIRT_URI, domain_type="qemu")
     image = GoldenImage.objects.create(name="bench-linux", display_name="Bench Linux")
-    publish_image_version(image=image, path=args.image, host=host, notes="launch benchmark")
-    # Model defaults (1 vCPU, 256 MiB, linked clones): what a pool gets unless an admin changes it.
-    # The name is the middle of the domain names: vdibench-broker-<hex>.
-    pool = Pool.objects.create(name="broker", display_name="Launch benchmark", image=image)
+    try:
+        publish_image_version(image=image, path=args.image, host=host, notes="launch benchmark")
+    except HypervisorError as exc:
+        raise BenchAborted(f"{exc} (build it with scripts/build-golden-image.sh {args.image})") from exc
+    # Model defaults (1 vCPU, 256 MiB, linked clones): what a pool gets unless an admin changes it,
+    # except where the model has these knobs: no size cap below what the bench launches, and no
+    # data disk (the direct path builds the system disk only, so both guests stay identical).
+    # The name is the middle of the domain names: vdibench-broker-....
+    pool_fields = {f.name for f in Pool._meta.get_fields()}
+    knobs = {"max_desktops": args.desktops + 1, "data_disk_gib": 0}
+    pool = Pool.objects.create(name="broker", display_name="Launch benchmark", image=image,
+                               **{name: value for name, value in knobs.items() if name in pool_fields})
     User = get_user_model()
     users = [User.objects.create_user(username=f"vdibench-{i:03d}") for i in range(args.desktops + 1)]
     Entitlement.objects.bulk_create([Entitlement(pool=pool, user=user) for user in users])
@@ -215,7 +232,7 @@ class Sample:
 
 
 @dataclass
-class Phase:
+class PathTimings:
     path: str
     samples: list[Sample]
     total_s: float
@@ -251,7 +268,7 @@ def wait_for_rfb(port: int, deadline: float) -> None:
         time.sleep(POLL_S)
 
 
-def run_phase(path: str, launch_one, jobs: list, concurrency: int) -> Phase:
+def launch_batch(path: str, launch_one, jobs: list, concurrency: int) -> PathTimings:
     """Launch every job with at most `concurrency` in flight; total = first call to last ready."""
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=path)
     start = time.perf_counter()
@@ -260,13 +277,13 @@ def run_phase(path: str, launch_one, jobs: list, concurrency: int) -> Phase:
         samples = []
         for number, future in enumerate(futures, 1):
             samples.append(future.result())
-            progress(f"{path}: {number}/{len(jobs)} ready ({samples[-1].to_ready_s:.2f} s)")
+            progress(f"  {path} {number}/{len(jobs)} ready in {samples[-1].to_ready_s:.2f} s")
     except BaseException:
         STOP.set()  # the other threads stop waiting; queued jobs are cancelled below
         raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-    return Phase(path=path, samples=samples, total_s=time.perf_counter() - start)
+    return PathTimings(path=path, samples=samples, total_s=time.perf_counter() - start)
 
 
 # -- direct path ----------------------------------------------------------------------------
@@ -286,27 +303,28 @@ class DirectLauncher:
         self.golden_path, self.golden_capacity = golden.path(), golden.info()[1]
         self.timeout_s = timeout_s
 
+    def guest_spec(self, name: str):
+        """The broker's own DomainSpec for a desktop of this pool (an unsaved row, never written),
+        so the direct guest stays identical to the broker's whatever provisioning adds to it."""
+        from broker.models import Desktop
+        from broker.services.provisioning import domain_spec
+
+        spec = domain_spec(Desktop(host=self.host, pool=self.pool, name=name))
+        return replace(spec, metadata={"desktop": "direct", "pool": self.pool.name})
+
     def launch(self, _job=None) -> Sample:
-        from broker.hypervisor import DomainSpec
         from broker.hypervisor.xml import domain_xml, read_graphics_ports, volume_xml
 
         raise_if_stopped()
         name = f"{NAME_PREFIX}direct-{uuid.uuid4().hex[:10]}"
+        spec = self.guest_spec(name)  # pure Python, before the clock starts
         t0 = time.perf_counter()
         volume = self.storage.createXML(
             volume_xml(name=f"{name}.qcow2", capacity_bytes=self.golden_capacity, backing_path=self.golden_path), 0
         )
         t_cloned = time.perf_counter()
-        spec = DomainSpec(  # field for field what provisioning.domain_spec() gives the broker's desktops
-            name=name,
-            uuid=str(uuid.uuid4()),
-            domain_type=self.host.domain_type,
-            vcpus=self.pool.vcpus,
-            memory_mib=self.pool.memory_mib,
-            system_disk_path=volume.path(),
-            serial_log_path=f"{self.host.serial_log_dir.rstrip('/')}/{name}.log" if self.host.serial_log_dir else None,
-            metadata={"desktop": "direct", "pool": self.pool.name},
-        )
+        if volume.path() != spec.system_disk_path:
+            raise BenchAborted(f"storage pool {self.storage.name()} is not at {self.host.storage_path}")
         domain = self.conn.defineXML(domain_xml(spec))
         t_defined = time.perf_counter()
         domain.create()
@@ -352,11 +370,15 @@ class BrokerLauncher:
 
         from broker.models import Desktop, DesktopState
         from broker.services.assignment import launch_desktop
+        from broker.services.errors import LaunchRefused
 
         raise_if_stopped()
         try:
             wall0, t0 = time.time(), time.perf_counter()
-            desktop = launch_desktop(user=user, pool=self.pool)
+            try:
+                desktop = launch_desktop(user=user, pool=self.pool)
+            except LaunchRefused as exc:
+                raise BenchAborted(f"the broker refused the launch: {exc}") from exc
             with self._lock:
                 self.desktop_ids.append(desktop.pk)
             deadline = t0 + self.timeout_s
@@ -402,9 +424,9 @@ class BrokerLauncher:
 
     def remove_all(self) -> None:
         """Through the broker's own deletion, so its rows end as deleted, not as ghosts."""
-        from broker.services.provisioning import delete_desktop
-
         from django.db import connections
+
+        from broker.services.provisioning import delete_desktop
 
         def delete(desktop_id):
             try:
@@ -449,8 +471,7 @@ def remove_bench_leftovers(conn, storage_pool: str, serial_log_dir: str, prefix:
     except libvirt.libvirtError:
         storage = None
     if storage is not None:
-        storage.refresh(0)
-        for volume in storage.listAllVolumes(0):
+        for volume in volumes_of(storage):
             if volume.name().startswith(prefix):
                 volume.delete(0)
                 removed.append(volume.name())
@@ -466,17 +487,24 @@ def leftovers(conn, storage_pool: str) -> list[str]:
     names = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(NAME_PREFIX)]
     try:
         storage = conn.storagePoolLookupByName(storage_pool)
+    except libvirt.libvirtError:
+        return names
+    return names + [v.name() for v in volumes_of(storage) if v.name().startswith(NAME_PREFIX)]
+
+
+def volumes_of(storage) -> list:
+    """The pool's volumes. Ours were all made through libvirt, so it knows them without a refresh,
+    which fails while anyone else is creating a volume in the pool ("asynchronous jobs running")."""
+    import libvirt
+
+    try:
         storage.refresh(0)
-        names += [v.name() for v in storage.listAllVolumes(0) if v.name().startswith(NAME_PREFIX)]
     except libvirt.libvirtError:
         pass
-    return names
+    return storage.listAllVolumes(0)
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-_T_START = time.monotonic()
 
 
 def progress(message: str) -> None:
@@ -497,24 +525,31 @@ def format_steps(steps: dict[str, float]) -> str:
     return "  ".join(f"{STEP_LABELS.get(name, name)} {value:.3f}" for name, value in steps.items())
 
 
-def mean_steps(phase: Phase) -> dict[str, float]:
-    names = list(phase.samples[0].steps)
-    return {name: statistics.fmean(s.steps[name] for s in phase.samples) for name in names}
+def mean_steps(timing: PathTimings) -> dict[str, float]:
+    names = list(timing.samples[0].steps)
+    return {name: statistics.fmean(s.steps[name] for s in timing.samples) for name in names}
+
+
+def bookkeeping_s(broker_steps: dict[str, float]) -> float:
+    """The broker's own share: everything before the worker starts cloning and after it is done.
+
+    It depends far less than the libvirt steps on how busy the cores are with booting guests."""
+    return broker_steps["call_to_row"] + broker_steps["queue_wait"] + broker_steps["poll_lag"]
 
 
 def p50(values) -> float:
     return statistics.median(values)
 
 
-def report(args, phases: dict[str, Phase], order_text: str, fixture: Fixture) -> str:
+def report(args, timings: dict[str, PathTimings], schedule_description: str, fixture: Fixture) -> str:
     lines = [
         f"Launch benchmark: {args.desktops} desktops per path, concurrency {args.concurrency}, "
         f"host {fixture.host.libvirt_uri} (domain type {fixture.host.domain_type}), "
         f"{fixture.pool.vcpus} vCPU / {fixture.pool.memory_mib} MiB per guest, linked qcow2 clones of "
         f"{Path(args.image).name}",
-        f"Order: {order_text}",
+        f"Schedule: {schedule_description}",
         "running = domain running and its VNC port read; ready = the VNC port answers b\"RFB\"; "
-        "total = first launch call to last desktop ready.",
+        "total = first launch call to last desktop ready (summed over rounds).",
         f"Host: {os.cpu_count()} CPUs, load average {fixture.load_at_start} at start, "
         f"{fixture.other_domains} other running domain(s) not the bench's.",
         "",
@@ -522,25 +557,31 @@ def report(args, phases: dict[str, Phase], order_text: str, fixture: Fixture) ->
         f"{'ready p50':>11}{'ready max':>11}",
     ]
     for path in ("direct", "broker"):
-        phase = phases[path]
-        running = [s.to_running_s for s in phase.samples]
-        ready = [s.to_ready_s for s in phase.samples]
-        lines.append(f"{path:<8}{len(phase.samples):>4}{args.concurrency:>6}{phase.total_s:>10.2f}"
+        timing = timings[path]
+        running = [s.to_running_s for s in timing.samples]
+        ready = [s.to_ready_s for s in timing.samples]
+        lines.append(f"{path:<8}{len(timing.samples):>4}{args.concurrency:>6}{timing.total_s:>10.2f}"
                      f"{p50(running):>13.3f}{max(running):>13.3f}{p50(ready):>11.3f}{max(ready):>11.3f}")
     lines.append("")
     for path, caption in (("broker", "broker, mean s per step:"), ("direct", "direct, mean s per step:")):
-        lines.append(f"{caption:<26}{format_steps(mean_steps(phases[path]))}")
+        lines.append(f"{caption:<26}{format_steps(mean_steps(timings[path]))}")
+    broker_steps, direct_steps = mean_steps(timings["broker"]), mean_steps(timings["direct"])
+    lines.append(
+        f"broker time outside libvirt calls (call→row + queue wait + poll lag): {bookkeeping_s(broker_steps):.3f} s"
+        f" mean; its clone+define vs direct clone + define: "
+        f"{broker_steps['clone_define'] - direct_steps['clone'] - direct_steps['define']:+.3f} s"
+    )
     if args.per_desktop:
         lines.append("")
         for path in ("direct", "broker"):
-            for sample in phases[path].samples:
+            for sample in timings[path].samples:
                 lines.append(f"  {sample.name:<28} running {sample.to_running_s:6.3f}  "
                              f"ready {sample.to_ready_s:6.3f}  | {format_steps(sample.steps)}")
     return "\n".join(lines)
 
 
-def summary_json(args, phases: dict[str, Phase], order: str) -> dict:
-    broker, direct = phases["broker"], phases["direct"]
+def summary_json(args, timings: dict[str, PathTimings]) -> dict:
+    broker, direct = timings["broker"], timings["direct"]
     broker_p50 = p50([s.to_running_s for s in broker.samples])
     direct_p50 = p50([s.to_running_s for s in direct.samples])
 
@@ -550,7 +591,7 @@ def summary_json(args, phases: dict[str, Phase], order: str) -> dict:
     return {
         "desktops": args.desktops,
         "concurrency": args.concurrency,
-        "order": order,
+        "schedule": args.schedule,
         "broker_p50_s": round(broker_p50, 4),
         "direct_p50_s": round(direct_p50, 4),
         "ratio": round(broker_p50 / direct_p50, 3),
@@ -560,6 +601,7 @@ def summary_json(args, phases: dict[str, Phase], order: str) -> dict:
         "direct_max_s": round(max(s.to_running_s for s in direct.samples), 4),
         "broker_ready_p50_s": round(p50([s.to_ready_s for s in broker.samples]), 4),
         "direct_ready_p50_s": round(p50([s.to_ready_s for s in direct.samples]), 4),
+        "broker_bookkeeping_mean_s": round(bookkeeping_s(mean_steps(broker)), 4),
         "broker_steps_mean_s": rounded(mean_steps(broker)),
         "direct_steps_mean_s": rounded(mean_steps(direct)),
     }
@@ -581,7 +623,10 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     from broker.services.provisioning import prepare_host_storage
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised, not printed too
-    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        conn = libvirt.open(LIBVIRT_URI)
+    except libvirt.libvirtError as exc:
+        raise BenchAborted(f"cannot connect to {LIBVIRT_URI}: {exc.get_error_message()}") from exc
     state["conn"] = conn
     state["storage_pool"] = settings.VDI_STORAGE_POOL
     state["serial_log_dir"] = settings.VDI_GUEST_LOG_DIR
@@ -605,29 +650,72 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
 
     direct = DirectLauncher(conn, fixture, args.image, args.timeout)
     broker = BrokerLauncher(fixture, args.timeout)
-    launchers = {"direct": (direct, [None] * args.desktops), "broker": (broker, fixture.users)}
+    launchers = {"direct": direct, "broker": broker}
+    jobs = {"direct": [None] * args.desktops, "broker": list(fixture.users)}  # one fresh user per launch
 
     # Untimed: pulls the golden image, qemu and firmware into the page cache and lets the worker
-    # import and connect, so neither timed phase pays for being first.
+    # import and connect, so neither path's first timed launch pays for being first.
     progress("warm-up: one direct and one broker desktop, untimed")
     direct.launch()
     broker.launch(fixture.warmup_user)
     direct.remove_all()
     broker.remove_all()
 
-    # One path at a time, the host cleared in between: each phase's k-th launch shares the two
-    # cores with the same k-1 booting guests of its own path, and nothing of the other path.
-    order = ["direct", "broker"] if args.order == "direct-first" else ["broker", "direct"]
-    phases = {}
-    for path in order:
-        launcher, jobs = launchers[path]
-        progress(f"{path} phase: {args.desktops} desktops, {args.concurrency} at a time")
-        phases[path] = run_phase(path, launcher.launch, jobs, args.concurrency)
-        launcher.remove_all()
-    order_text = (f"untimed warm-up (1 direct + 1 broker desktop, removed), then the {order[0]} phase, "
-                  f"its guests removed, then the {order[1]} phase (guests of a phase keep running "
-                  f"until the phase ends).")
-    return report(args, phases, order_text, fixture), summary_json(args, phases, args.order)
+    samples: dict[str, list[Sample]] = {"direct": [], "broker": []}
+    totals = {"direct": 0.0, "broker": 0.0}
+    rounds = schedule_rounds(args.schedule, args.desktops, args.concurrency)
+    for number, (path, size) in enumerate(rounds, 1):
+        progress(f"round {number}/{len(rounds)}: {size} {path} desktop(s), {args.concurrency} at a time")
+        batch, jobs[path] = jobs[path][:size], jobs[path][size:]
+        result = launch_batch(path, launchers[path].launch, batch, args.concurrency)
+        samples[path] += result.samples
+        totals[path] += result.total_s
+        launchers[path].remove_all()
+    timings = {path: PathTimings(path=path, samples=samples[path], total_s=totals[path]) for path in samples}
+    return report(args, timings, schedule_text(args), fixture), summary_json(args, timings)
+
+
+def schedule_rounds(schedule: str, desktops: int, concurrency: int) -> list[tuple[str, int]]:
+    """(path, desktops) per round, the host cleared after each.
+
+    alternate: rounds of `concurrency` desktops as direct broker broker direct direct ..., so the
+    load other users put on this shared host, as it drifts, falls on both paths alike.
+    direct-first / broker-first: one round of all desktops per path; the k-th launch shares the
+    cores with the k-1 guests before it booting, as when users arrive one after another."""
+    if schedule != "alternate":
+        first, second = ("direct", "broker") if schedule == "direct-first" else ("broker", "direct")
+        return [(first, desktops), (second, desktops)]
+    sizes = [concurrency] * (desktops // concurrency) + ([desktops % concurrency] if desktops % concurrency else [])
+    rounds = []
+    for index, size in enumerate(sizes):
+        pair = ("direct", "broker") if index % 2 == 0 else ("broker", "direct")
+        rounds += [(path, size) for path in pair]
+    return rounds
+
+
+def schedule_text(args) -> str:
+    warmup = "untimed warm-up (1 direct + 1 broker desktop, removed), then "
+    if args.schedule == "alternate":
+        return (warmup + f"alternating rounds of up to {args.concurrency} desktops (direct, broker, broker, "
+                "direct, ...); each round's guests are removed before the next, total = sum of the rounds.")
+    first, second = args.schedule.split("-")[0], "broker" if args.schedule == "direct-first" else "direct"
+    return (warmup + f"all {args.desktops} {first} desktops (guests kept until all are ready), removed, "
+            f"then all {args.desktops} {second} desktops.")
+
+
+def report_failure(var_dir: Path) -> None:
+    """What the broker's rows and worker say, before the temporary directory goes away."""
+    if "django" in sys.modules:
+        try:
+            from broker.models import Desktop
+
+            for desktop in Desktop.objects.exclude(state="deleted").order_by("pk"):
+                last = desktop.events.order_by("-created_at", "-id").first()
+                progress(f"  {desktop.name}: {desktop.state} since {desktop.state_changed_at:%H:%M:%S.%f}; "
+                         f"last event: {last}")
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the original error
+            progress(f"  (could not read the desktops: {exc!r})")
+    progress(f"worker log, last lines:\n{tail(var_dir / 'worker.log', 60)}")
 
 
 def clean_up(state: dict, var_dir: Path) -> list[str]:
@@ -674,8 +762,12 @@ def main() -> int:
         result = run(args, var_dir, state)
     except BenchAborted as exc:
         progress(f"aborted: {exc}")
+        report_failure(var_dir)
     except KeyboardInterrupt:
         progress("interrupted")
+    except Exception:
+        report_failure(var_dir)
+        raise  # with its traceback, after the cleanup below
     finally:
         # A second Ctrl+C must not cut the cleanup short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

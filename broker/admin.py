@@ -1,7 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 
 from .models import (
+    BrokerEvent,
     ConsoleSession,
     Desktop,
     DesktopEvent,
@@ -17,9 +19,39 @@ from .models.desktops import LIVE_STATES
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "libvirt_uri", "domain_type", "is_enabled", "live_desktops"]
-    list_filter = ["is_enabled", "domain_type"]
+    list_display = ["name", "libvirt_uri", "domain_type", "is_enabled", "in_maintenance", "is_online", "cpus",
+                    "memory_mib", "live_desktops", "last_checked_at"]
+    list_filter = ["is_enabled", "in_maintenance", "is_online", "domain_type"]
     search_fields = ["name", "libvirt_uri"]
+    readonly_fields = ["is_online", "cpus", "memory_mib", "last_checked_at", "last_error"]
+    actions = ["drain", "end_maintenance", "check_now"]
+
+    @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)")
+    def drain(self, request, queryset):
+        for host in queryset.filter(in_maintenance=False):
+            Host.objects.filter(pk=host.pk).update(in_maintenance=True)
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
+                                       message=f"drained by {request.user.get_username()}")
+        self.message_user(request, "New desktops go to other hosts now; desktops already here keep running.")
+
+    @admin.action(description="End maintenance (accept new desktops again)")
+    def end_maintenance(self, request, queryset):
+        for host in queryset.filter(in_maintenance=True):
+            Host.objects.filter(pk=host.pk).update(in_maintenance=False)
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
+                                       message=f"maintenance ended by {request.user.get_username()}")
+        self.message_user(request, "The hosts accept new desktops again.")
+
+    @admin.action(description="Check now (is it answering, how big is it)")
+    def check_now(self, request, queryset):
+        from .services.hosts import check_host
+
+        for host in queryset:
+            host = check_host(host_id=host.pk)
+            level = messages.SUCCESS if host.is_online else messages.ERROR
+            state = f"online, {host.cpus} CPUs, {host.memory_mib} MiB" if host.is_online else \
+                f"OFFLINE: {host.last_error}"
+            self.message_user(request, f"{host.name}: {state}", level)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -32,10 +64,70 @@ class HostAdmin(admin.ModelAdmin):
 
 
 class GoldenImageVersionInline(admin.TabularInline):
+    """Versions are listed here; a new one is published through "Golden image versions → Add",
+    which checks the file on a host first."""
+
     model = GoldenImageVersion
     extra = 0
     fields = ["number", "path", "size_bytes", "sha256", "is_published", "notes", "created_at"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["number", "path", "size_bytes", "sha256", "created_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class PublishVersionForm(forms.ModelForm):
+    check_on_host = forms.ModelChoiceField(
+        queryset=Host.objects.all(), help_text="The file is checked through this host's libvirt before it is "
+        "recorded; every host that runs the pools must have it at the same path.")
+
+    class Meta:
+        model = GoldenImageVersion
+        fields = ["image", "path", "notes"]
+
+    def clean(self):
+        from .hypervisor import HypervisorError
+        from .services.images import check_image_file
+
+        cleaned = super().clean()
+        host, path = cleaned.get("check_on_host"), cleaned.get("path")
+        if host and path:
+            try:
+                self.checked = check_image_file(path=path, host=host)
+            except HypervisorError as exc:
+                raise forms.ValidationError(f"Not published: {exc}") from exc
+        return cleaned
+
+
+@admin.register(GoldenImageVersion)
+class GoldenImageVersionAdmin(admin.ModelAdmin):
+    list_display = ["image", "number", "path", "size_bytes", "sha256", "is_published", "created_at"]
+    list_filter = ["image", "is_published"]
+    readonly_fields = ["number", "size_bytes", "sha256", "created_at"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = PublishVersionForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["image", "path", "check_on_host", "notes"]
+        return ["image", "number", "path", "size_bytes", "sha256", "is_published", "notes", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (["image", "path"] if obj else [])
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        from .services.images import publish_image_version
+
+        version = publish_image_version(image=obj.image, path=obj.path, host=form.cleaned_data["check_on_host"],
+                                        notes=obj.notes, checked=form.checked)
+        obj.pk = version.pk
+        self.message_user(request, f"Published {version}. Floating pools replace their spares now; dedicated "
+                                   "pools move over when you recompose them.")
 
 
 @admin.register(GoldenImage)
@@ -58,21 +150,89 @@ class EntitlementInline(admin.TabularInline):
 
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "name", "kind", "image", "host", "protocol", "is_enabled", "desktop_counts"]
+    list_display = ["display_name", "kind", "image", "in_use", "spares_ready", "provisioning", "failed",
+                    "live_of_max", "health", "last_reconciled_at"]
     list_filter = ["kind", "protocol", "is_enabled"]
     search_fields = ["name", "display_name"]
+    readonly_fields = ["overview", "consecutive_failures", "backoff_until", "last_reconciled_at"]
     inlines = [EntitlementInline]
+    actions = ["reconcile_now", "recompose_now"]
+    fieldsets = [
+        (None, {"fields": ["overview", "name", "display_name", "description", "kind", "image", "host",
+                           "is_enabled"]}),
+        ("Desktops", {"fields": ["vcpus", "memory_mib", "protocol", "linked_clones", "data_disk_gib",
+                                 "naming_pattern"]}),
+        ("Capacity", {"fields": ["min_spares", "max_desktops", "spares_powered_on"]}),
+        ("Image updates", {"fields": ["recompose_after"]}),
+        ("Sessions", {"fields": ["disconnect_timeout_minutes", "revoked_desktop_grace_hours"]}),
+        ("Health", {"fields": ["consecutive_failures", "backoff_until", "last_reconciled_at"]}),
+    ]
 
     def get_queryset(self, request):
+        S = DesktopState
         return super().get_queryset(request).annotate(
-            _running=Count("desktops", filter=Q(desktops__state=DesktopState.RUNNING)),
+            _in_use=Count("desktops", filter=Q(desktops__user__isnull=False, desktops__state__in=LIVE_STATES)),
+            _spares=Count("desktops", filter=Q(desktops__user__isnull=True,
+                                               desktops__state__in=(S.RUNNING, S.STOPPED))),
+            _provisioning=Count("desktops", filter=Q(desktops__state__in=(S.QUEUED, S.CLONING, S.STARTING,
+                                                                          S.RECOMPOSING))),
+            _failed=Count("desktops", filter=Q(desktops__state=S.FAILED)),
             _live=Count("desktops", filter=Q(desktops__state__in=LIVE_STATES)),
-            _failed=Count("desktops", filter=Q(desktops__state=DesktopState.FAILED)),
         )
 
-    @admin.display(description="Desktops (running / live / failed)")
-    def desktop_counts(self, obj):
-        return f"{obj._running} / {obj._live} / {obj._failed}"
+    @admin.display(description="In use", ordering="_in_use")
+    def in_use(self, obj):
+        return obj._in_use
+
+    @admin.display(description="Spares ready")
+    def spares_ready(self, obj):
+        return f"{obj._spares} / {obj.min_spares}"
+
+    @admin.display(description="Provisioning")
+    def provisioning(self, obj):
+        return obj._provisioning
+
+    @admin.display(description="Errors")
+    def failed(self, obj):
+        return obj._failed
+
+    @admin.display(description="Live / max")
+    def live_of_max(self, obj):
+        return f"{obj._live} / {obj.max_desktops}"
+
+    @admin.display(description="Health")
+    def health(self, obj):
+        from django.utils import timezone
+
+        if obj.backoff_until and obj.backoff_until > timezone.now():
+            return f"backing off until {obj.backoff_until:%H:%M} ({obj.consecutive_failures} failures)"
+        return "ok" if not obj.consecutive_failures else f"{obj.consecutive_failures} recent failures"
+
+    @admin.display(description="Overview")
+    def overview(self, obj):
+        from django.utils.html import format_html_join
+
+        if not obj.pk:
+            return "-"
+        by_state = obj.desktops.values_list("state").annotate(n=Count("pk")).order_by("state")
+        rows = format_html_join(", ", "{}: {}", ((state, n) for state, n in by_state))
+        return rows or "no desktops yet"
+
+    @admin.action(description="Reconcile now (top up spares, roll over old spares)")
+    def reconcile_now(self, request, queryset):
+        from .services.pools import reconcile_pool
+
+        for pool in queryset:
+            done = reconcile_pool(pool_id=pool.pk)
+            self.message_user(request, f"{pool}: {done}")
+
+    @admin.action(description="Recompose now: rebuild every desktop on the current image (user data kept)")
+    def recompose_now(self, request, queryset):
+        from .services.recompose import recompose_pool
+
+        for pool in queryset:
+            count = recompose_pool(pool=pool, actor=request.user)
+            self.message_user(request, f"{pool}: {count} desktop(s) are being recomposed; follow their state.")
 
 
 @admin.register(Entitlement)
@@ -103,7 +263,7 @@ class DesktopAdmin(admin.ModelAdmin):
     fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
               "vnc_port", "spice_port", "uuid", "created_at"]
     inlines = [DesktopEventInline]
-    actions = ["delete_desktops_on_host"]
+    actions = ["delete_desktops_on_host", "reset_desktops"]
 
     def has_add_permission(self, request):
         return False  # desktops are made by launching or by the pool, not by hand
@@ -125,6 +285,28 @@ class DesktopAdmin(admin.ModelAdmin):
                 transaction.on_commit(lambda pk=desktop.pk: delete_desktop_task.delay(pk))
                 count += 1
         self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
+
+
+    @admin.action(description="Reset the selected desktops (floating: wipe and replace; dedicated: power off)")
+    def reset_desktops(self, request, queryset):
+        from .services.desktop_sessions import end_desktop_session
+
+        for desktop in queryset.select_related("pool").exclude(state=DesktopState.DELETED):
+            end_desktop_session(desktop=desktop, actor=request.user, reason="reset by an admin")
+        self.message_user(request, "Reset requested; consoles of these desktops were closed.")
+
+
+@admin.register(BrokerEvent)
+class BrokerEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "kind", "host", "pool", "message"]
+    list_filter = ["kind", "host", "pool"]
+    search_fields = ["message"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(DesktopEvent)

@@ -1,9 +1,14 @@
 """Reads: who may launch what, which desktop a user has, where a new desktop goes."""
 
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
 
-from .models import Desktop, Host, Pool
+from .models import Desktop, DesktopState, Host, Pool
 from .models.desktops import LIVE_STATES
+
+S = DesktopState
+# Desktops that occupy (or are about to occupy) a share of their host.
+PLACED_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPING, S.RECOMPOSING})
+SPARE_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPED})
 
 
 def entitled_pools(*, user):
@@ -35,13 +40,44 @@ def desktops_by_pool(*, user) -> dict[int, Desktop]:
     return {d.pool_id: d for d in desktops}
 
 
-def pick_host(*, pool) -> Host | None:
-    """The pool's pinned host if it is enabled, else the enabled host with fewest live desktops."""
-    if pool.host_id:
-        return pool.host if pool.host.is_enabled else None
-    return (
-        Host.objects.filter(is_enabled=True)
-        .annotate(load=Count("desktops", filter=Q(desktops__state__in=LIVE_STATES)))
-        .order_by("load", "name")
-        .first()
+def host_load(*, host) -> tuple[int, int]:
+    """vCPUs and MiB of memory placed on `host` by its live desktops."""
+    totals = Desktop.objects.filter(host=host, state__in=PLACED_STATES).aggregate(
+        vcpus=Sum("pool__vcpus"), memory=Sum("pool__memory_mib")
     )
+    return totals["vcpus"] or 0, totals["memory"] or 0
+
+
+def pick_host(*, pool) -> Host | None:
+    """The host with the most free memory (after overcommit) that can take one more desktop
+    of `pool`; the pool's pinned host if it has one. None when no host has room."""
+    hosts = Host.objects.filter(is_enabled=True, is_online=True, in_maintenance=False)
+    if pool.host_id:
+        hosts = hosts.filter(pk=pool.host_id)
+    best, best_free = None, None
+    for host in hosts.order_by("name"):
+        used_vcpus, used_memory = host_load(host=host)
+        if host.cpus is None or host.memory_mib is None:
+            free = float("inf")  # not measured yet: the host check fills these in
+        else:
+            free_vcpus = host.cpus * host.vcpu_overcommit - used_vcpus
+            free_memory = host.memory_mib * host.memory_overcommit - used_memory
+            if free_vcpus < pool.vcpus or free_memory < pool.memory_mib:
+                continue
+            free = free_memory / (host.memory_mib * host.memory_overcommit)
+        if best is None or free > best_free:
+            best, best_free = host, free
+    return best
+
+
+def in_flight_on(*, host) -> int:
+    return Desktop.objects.filter(host=host, state__in=(S.QUEUED, S.CLONING, S.STARTING, S.RECOMPOSING)).count()
+
+
+def spares_of(*, pool):
+    """Unassigned desktops of the pool that are ready or on their way."""
+    return Desktop.objects.filter(pool=pool, user__isnull=True, state__in=SPARE_STATES)
+
+
+def live_count(*, pool) -> int:
+    return Desktop.objects.filter(pool=pool, state__in=LIVE_STATES).count()

@@ -15,15 +15,16 @@ log = logging.getLogger(__name__)
 RETRIES = 4
 
 
-def _run(task, step, desktop_id: int):
+def _run(task, step, desktop_id: int, *, failure: str = "", **kwargs):
     try:
-        step(desktop_id=desktop_id)
+        step(desktop_id=desktop_id, **kwargs)
     except HostUnreachable as exc:
         if task.request.retries < RETRIES:
             raise task.retry(exc=exc, countdown=2 ** task.request.retries)
-        provisioning.mark_failed(desktop_id=desktop_id, error=f"{exc} — the host is down; an admin must check it.")
+        provisioning.mark_failed(desktop_id=desktop_id,
+                                 error=f"{failure}{exc} — the host is down; an admin must check it.")
     except HypervisorError as exc:
-        provisioning.mark_failed(desktop_id=desktop_id, error=str(exc))
+        provisioning.mark_failed(desktop_id=desktop_id, error=f"{failure}{exc}")
 
 
 @shared_task(bind=True, max_retries=RETRIES)
@@ -37,21 +38,71 @@ def start_desktop_task(self, desktop_id: int):
 
 
 @shared_task(bind=True, max_retries=RETRIES)
-def delete_desktop_task(self, desktop_id: int):
-    try:
-        provisioning.delete_desktop(desktop_id=desktop_id)
-    except HostUnreachable as exc:
-        if self.request.retries < RETRIES:
-            raise self.retry(exc=exc, countdown=2 ** self.request.retries)
-        provisioning.mark_failed(desktop_id=desktop_id, error=f"deletion failed, host down: {exc}")
-    except HypervisorError as exc:
-        provisioning.mark_failed(desktop_id=desktop_id, error=f"deletion failed: {exc}")
+def stop_desktop_task(self, desktop_id: int, reason: str = "powering off"):
+    _run(self, provisioning.stop_desktop, desktop_id, failure="shutdown failed: ", reason=reason)
 
+
+@shared_task(bind=True, max_retries=RETRIES)
+def recompose_desktop_task(self, desktop_id: int):
+    _run(self, provisioning.recompose_desktop, desktop_id, failure="recompose failed: ")
+
+
+@shared_task(bind=True, max_retries=RETRIES)
+def delete_desktop_task(self, desktop_id: int):
+    _run(self, provisioning.delete_desktop, desktop_id, failure="deletion failed: ")
+
+
+# -- periodic ------------------------------------------------------------------------------------
 
 @shared_task
 def delete_desktops_past_their_hold_task():
-    """Periodic: delete desktops whose user lost access longer ago than the pool's grace."""
+    """Delete desktops whose user lost access longer ago than the pool's grace."""
     from .services.access import desktops_past_their_hold
 
     for desktop_id in desktops_past_their_hold().values_list("pk", flat=True):
         delete_desktop_task.delay(desktop_id)
+
+
+@shared_task
+def reconcile_everything_task():
+    """The periodic pass: check and reconcile every host, then every pool, then sessions."""
+    from .models import Host, Pool
+
+    for host_id in Host.objects.filter(is_enabled=True).values_list("pk", flat=True):
+        reconcile_host_task.delay(host_id)
+    for pool_id in Pool.objects.values_list("pk", flat=True):
+        reconcile_pool_task.delay(pool_id)
+    enforce_disconnect_timeouts_task.delay()
+
+
+@shared_task
+def reconcile_host_task(host_id: int):
+    from .services.hosts import check_host, reconcile_host
+
+    host = check_host(host_id=host_id)
+    if host.is_online:
+        try:
+            reconcile_host(host_id=host_id)
+        except HostUnreachable as exc:
+            log.warning("host %s stopped answering during reconciliation: %s", host.name, exc)
+
+
+@shared_task
+def reconcile_pool_task(pool_id: int):
+    from .services.pools import reconcile_pool
+
+    reconcile_pool(pool_id=pool_id)
+
+
+@shared_task
+def enforce_disconnect_timeouts_task():
+    from .services.desktop_sessions import enforce_disconnect_timeouts
+
+    enforce_disconnect_timeouts()
+
+
+@shared_task
+def checksum_image_version_task(version_id: int):
+    from .services.images import record_checksum
+
+    record_checksum(version_id=version_id)

@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP, the console gateway for websockets.
+"""ASGI entry point: Django for HTTP, the console gateway for websockets (the gateway alone, for
+a separate proxy tier, is config/gateway_asgi.py).
 
 Serve it with uvicorn's `--ws websockets-sansio --ws-per-message-deflate false`: that
 implementation's send waits while the socket's write buffer is full, which is what gives the
@@ -18,7 +19,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
 
-# Origin is checked inside the consumer, so a refused page gets a close code and reason.
+# Origin is checked inside the gateway (a plain ASGI app, broker/console/gateway.py), after the
+# websocket is accepted, so a refused page gets a close code and a reason it can show.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,

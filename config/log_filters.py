@@ -4,12 +4,13 @@ logs each websocket handshake with its path: scrub the ticket before any handler
 import logging
 import re
 
-_TICKET = re.compile(r"(ticket=)[^&\s\"']+")
+# `ticket=` in our gateway's URLs, `token=` in websockify's.
+_TICKET = re.compile(r"((?:ticket|token)=)[^&\s\"']+")
 
 
 class ScrubConsoleTickets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "ticket=" in message:
+        if "ticket=" in message or "token=" in message:
             record.msg, record.args = _TICKET.sub(r"\1[redacted]", message), ()
         return True

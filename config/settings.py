@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "channels",
     "broker",
     "portal",
+    "identity",
 ]
 
 MIDDLEWARE = [
@@ -93,12 +94,25 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Take the write lock when a transaction starts: a deferred transaction that read first
+    # fails at once ("database is locked") when it then tries to write beside another writer.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     # A file, not memory, so the test suite's uvicorn and Celery processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+# LDAP (django-auth-ldap) and login throttling, from AUTH_LDAP_* and VDI_LOGIN_* variables.
+from .ldap import *  # noqa: E402,F401,F403
+
+# Locked-out accounts and addresses are refused before any password check; then the directory
+# (when AUTH_LDAP_SERVER_URI is set); then local accounts (admins, break-glass).
+AUTHENTICATION_BACKENDS = [
+    "identity.backends.LoginThrottleBackend",
+    *(["identity.backends.DirectoryBackend"] if LDAP_ENABLED else []),  # noqa: F405
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
@@ -137,7 +151,17 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [os.environ.get("CHANNEL_LAYER_URL", REDIS_URL)],
+            # One gateway process serves every console it holds through one channel queue, and
+            # a logout of many users sends many "close" messages at once: the default queue
+            # capacity (100) dropped two thirds of them in bench/console_proxy.py, and the
+            # default Redis pool (100 connections, 5 s read timeout racing the layer's 5 s
+            # blocking read) failed under 1,000 consoles.
+            "hosts": [{
+                "address": os.environ.get("CHANNEL_LAYER_URL", REDIS_URL),
+                "max_connections": 2000,
+                "socket_timeout": 15,  # above the layer's 5 s blocking read
+            }],
+            "capacity": 5000,
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "vdi"),
         },
     }
@@ -147,15 +171,26 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic jobs; run one `celery beat` per site (`make run` embeds it in its worker).
 CELERY_BEAT_SCHEDULE = {
+    "reconcile-everything": {
+        "task": "broker.tasks.reconcile_everything_task",
+        "schedule": float(os.environ.get("VDI_RECONCILE_SECONDS", "30")),
+    },
     "delete-desktops-past-their-hold": {
         "task": "broker.tasks.delete_desktops_past_their_hold_task",
         "schedule": 300.0,
     },
 }
+if LDAP_ENABLED:  # noqa: F405
+    # Keep users and group memberships in step with the directory without waiting for logins.
+    CELERY_BEAT_SCHEDULE["identity-sync-directory"] = {
+        "task": "identity.tasks.sync_directory_task",
+        "schedule": float(VDI_LDAP_SYNC_INTERVAL_SECONDS),  # noqa: F405
+    }
 
 # --- broker knobs --------------------------------------------------------------------------
 # How long a console ticket may wait between issue and use.
@@ -174,6 +209,30 @@ VDI_IMAGE_PATH = os.environ.get("VDI_IMAGE_PATH", "/var/lib/vdi/images")
 VDI_GUEST_LOG_DIR = os.environ.get("VDI_GUEST_LOG_DIR", "/var/lib/vdi/logs")
 # Prefix of every libvirt domain and volume the broker creates.
 VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
+
+# How often an open console re-checks its user's login and entitlement (a backstop for a lost
+# "close" message).
+VDI_CONSOLE_RECHECK_SECONDS = float(os.environ.get("VDI_CONSOLE_RECHECK_SECONDS", "60"))
+# --- console gateway (broker/console/) ------------------------------------------------------
+# A console ticket's lifetime is VDI_CONSOLE_TICKET_TTL_SECONDS above (at most 60 s); the
+# desktop's one-time console password expires with it.
+VDI_CONSOLE_TICKET_TTL_SECONDS = min(VDI_CONSOLE_TICKET_TTL_SECONDS, 60)
+# SPICE opens one websocket per channel; all of them must arrive this soon after the first.
+VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS = float(os.environ.get("VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS", "10"))
+# Site defaults of the per-pool console limits (a pool may override each; 0 minutes: never).
+VDI_CONSOLE_MAX_PER_USER = int(os.environ.get("VDI_CONSOLE_MAX_PER_USER", "4"))
+VDI_CONSOLE_MAX_PER_DESKTOP = int(os.environ.get("VDI_CONSOLE_MAX_PER_DESKTOP", "2"))
+VDI_CONSOLE_IDLE_TIMEOUT_MINUTES = float(os.environ.get("VDI_CONSOLE_IDLE_TIMEOUT_MINUTES", "60"))
+VDI_CONSOLE_MAX_SESSION_MINUTES = float(os.environ.get("VDI_CONSOLE_MAX_SESSION_MINUTES", "720"))
+# Where browsers open console websockets: empty for the portal itself, or the base URL of a
+# separate gateway tier (config/gateway_asgi.py, or websockify with our token plugin), e.g.
+# wss://console.example.com. Its origin must be allowed: add the portal's origin to
+# VDI_CONSOLE_ALLOWED_ORIGINS on the gateway tier.
+VDI_CONSOLE_GATEWAY_URL = os.environ.get("VDI_CONSOLE_GATEWAY_URL", "").rstrip("/")
+# "broker" (our gateway: the VNC password stays on the server) or "websockify" (a stock
+# websockify with broker.console.websockify_plugin; it relays bytes only, so the browser
+# must answer QEMU's VNC authentication itself with the one-time password).
+VDI_CONSOLE_GATEWAY_KIND = os.environ.get("VDI_CONSOLE_GATEWAY_KIND", "broker")
 
 LOGGING = {
     "version": 1,

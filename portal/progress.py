@@ -11,7 +11,8 @@ STEPS = [
 ]
 STEP_INDEX = {state: i for i, (state, _label) in enumerate(STEPS)}
 # Where a desktop in another state sits in the step list.
-STEP_INDEX.update({S.STOPPED: STEP_INDEX[S.STARTING], S.STOPPING: STEP_INDEX[S.STARTING]})
+STEP_INDEX.update({S.STOPPED: STEP_INDEX[S.STARTING], S.STOPPING: STEP_INDEX[S.STARTING],
+                   S.RECOMPOSING: STEP_INDEX[S.CLONING]})
 
 NEXT_STEP_HINT = {
     S.FAILED: "Press Launch to try again. If it fails again, tell your administrator and quote the error.",

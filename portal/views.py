@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
@@ -10,8 +11,10 @@ from broker.console.origin import origin_of_request
 from broker.models import Desktop, DesktopState
 from broker.models.desktops import LIVE_STATES
 from broker.services.assignment import launch_desktop
+from broker.services.desktop_sessions import end_desktop_session
 from broker.services.errors import LaunchRefused
-from broker.services.tickets import ConsoleRefused, issue_console_ticket
+from broker.services.tickets import ConsoleRefused, grant_console
+from identity.services import audit
 
 from .progress import desktop_progress
 
@@ -34,6 +37,7 @@ def launch(request, pool_id):
     except LaunchRefused as refused:
         messages.error(request, str(refused))
         return redirect("portal:home")
+    audit.record_launch(request=request, desktop=desktop)
     return redirect("portal:desktop", desktop_id=desktop.pk)
 
 
@@ -69,12 +73,17 @@ def desktop_status(request, desktop_id):
 @login_required
 @require_POST
 def console_ticket(request, desktop_id):
+    """A console ticket for the page: the pool's protocol, or the other one where the pool lets
+    the user switch. The VNC password never leaves the server; SPICE's one-time password does
+    (spice-html5 logs in itself) and expires with the ticket."""
     desktop = _own_desktop(request, desktop_id)
     if desktop.state != DesktopState.RUNNING:
         return JsonResponse({"error": f"The desktop is {desktop.get_state_display().lower()}."}, status=409)
-    protocol = desktop.pool.protocol
+    protocol = request.POST.get("protocol") or desktop.pool.protocol
+    if protocol != desktop.pool.protocol and not desktop.pool.console_protocol_switch:
+        return JsonResponse({"error": "This pool offers one console protocol only."}, status=403)
     try:
-        token = issue_console_ticket(
+        grant = grant_console(
             user=request.user,
             session_key=request.session.session_key,
             desktop=desktop,
@@ -83,8 +92,27 @@ def console_ticket(request, desktop_id):
         )
     except ConsoleRefused as refused:
         return JsonResponse({"error": refused.reason, "code": refused.code}, status=403)
-    scheme = "wss" if request.is_secure() else "ws"
-    ws_url = f"{scheme}://{request.get_host()}/ws/console/{desktop.pk}/?ticket={token}"
-    response = JsonResponse({"protocol": protocol, "url": ws_url})
+    gateway = settings.VDI_CONSOLE_GATEWAY_URL or f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
+    if settings.VDI_CONSOLE_GATEWAY_KIND == "websockify":
+        ws_url = f"{gateway}/?token={grant.token}"  # websockify reads `token`; the plugin knows the desktop
+    else:
+        ws_url = f"{gateway}/ws/console/{desktop.pk}/?ticket={grant.token}"
+    body = {"protocol": protocol, "url": ws_url}
+    if grant.browser_password:
+        body["password"] = grant.browser_password
+    response = JsonResponse(body)
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_POST
+def end_session(request, desktop_id):
+    """Log off: a floating desktop is wiped and replaced, a dedicated one powered off."""
+    desktop = _own_desktop(request, desktop_id)
+    end_desktop_session(desktop=desktop, actor=request.user, reason="logged off by the user")
+    if desktop.pool.is_floating:
+        messages.info(request, f"You logged off {desktop.pool}. Your next launch gets a fresh desktop.")
+    else:
+        messages.info(request, f"Your {desktop.pool} desktop is shutting down; Launch starts it again.")
+    return redirect("portal:home")

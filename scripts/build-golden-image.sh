@@ -182,6 +182,20 @@ while read -r applet; do
 done < <("$BUSYBOX" --list-full)
 [[ -e "$ROOT/bin/sh" ]] || ln -s /bin/busybox "$ROOT/bin/sh"
 
+# The cloud kernel builds virtio as modules: without them the guest has no /dev/vda or
+# /dev/vdb (its system and user-data disks). Listed in dependency order; the guest's init
+# also retries, so a kernel whose dependencies differ still loads them all.
+VIRTIO_MODULES=(drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
+                drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk)
+KMODDIR="$(ls -d "$WORK"/kpkg/lib/modules/* | head -n 1)"
+mkdir -p "$ROOT/lib/modules"
+for module in "${VIRTIO_MODULES[@]}"; do
+    src="$KMODDIR/kernel/$module.ko"
+    [[ -f "$src" ]] || die "kernel module $module.ko not found in $(basename -- "$KDEB")"
+    cp "$src" "$ROOT/lib/modules/"
+done
+printf '%s\n' "${VIRTIO_MODULES[@]##*/}" > "$ROOT/lib/modules/load-order"
+
 # A console node lets the kernel hand /init its stdio before devtmpfs is
 # mounted (mknod needs root; /init re-opens /dev/console anyway).
 mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true
@@ -222,6 +236,13 @@ mount -t devpts devpts /dev/pts 2>/dev/null || true
 
 # Keep kernel messages off the screen.
 echo 1 > /proc/sys/kernel/printk 2>/dev/null || dmesg -n 1
+
+# virtio disks: /dev/vda (system), /dev/vdb (user data, on dedicated desktops).
+for _pass in 1 2 3; do
+    while read -r module; do
+        grep -q "^$module " /proc/modules || insmod "/lib/modules/$module.ko" 2>/dev/null || true
+    done < /lib/modules/load-order
+done
 
 exec </dev/console >/dev/console 2>&1
 

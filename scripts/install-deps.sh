@@ -6,16 +6,25 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
-          dnsmasq-base curl python3-venv python3-dev gcc redis-server nodejs npm)
+          dnsmasq-base curl python3-venv python3-dev gcc redis-server nodejs npm
+          libldap2-dev libsasl2-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(chromium chromium-driver postgresql)
+  # slapd: the identity tests start their own throwaway directory on a loopback port.
+  packages+=(chromium chromium-driver postgresql slapd ldap-utils)
 fi
 # Some machines carry their own Python, Node, Redis or PostgreSQL; do not install Debian's over them.
 command -v node >/dev/null && command -v npm >/dev/null && packages=("${packages[@]/nodejs/}") && packages=("${packages[@]/npm/}")
 command -v redis-server >/dev/null && packages=("${packages[@]/redis-server/}")
 command -v psql >/dev/null && [ -d /etc/postgresql ] && packages=("${packages[@]/postgresql/}")
 python3 -m venv --help >/dev/null 2>&1 && packages=("${packages[@]/python3-venv/}")
+had_slapd=$(dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -c "install ok installed" || true)
 apt_ensure $(printf '%s\n' "${packages[@]}" | grep -v '^$')
+# Installing slapd starts a system directory on port 389 where systemd runs; the tests do not
+# use it, so a slapd this script installed is stopped and disabled (one installed before is left alone).
+if [ "$had_slapd" = 0 ] && dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed" \
+   && [ -d /run/systemd/system ]; then
+  systemctl disable --now slapd >/dev/null 2>&1 || true
+fi
 
 cd "$ROOT"
 if [ ! -x "$PY" ]; then

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.stack import LiveStack
 
-GOLDEN_IMAGE = os.environ.get("VDI_TEST_GOLDEN_IMAGE", "/var/lib/vdi/images/demo-linux-v1.qcow2")
+GOLDEN_IMAGE = os.environ.get("VDI_TEST_GOLDEN_IMAGE", "/var/lib/vdi/images/demo-linux-v2.qcow2")
 
 
 def pytest_configure(config):
@@ -17,12 +17,17 @@ def pytest_configure(config):
 
     from config.celery import app
 
-    settings.VDI_NAME_PREFIX = os.environ.get("VDI_TEST_NAME_PREFIX", "vditest-")
-    if not settings.VDI_NAME_PREFIX.startswith("vditest-"):
-        raise pytest.UsageError("VDI_TEST_NAME_PREFIX must start with vditest- (cleanup deletes by prefix)")
+    from tests.support.libvirt_cleanup import run_prefix
+
+    settings.VDI_NAME_PREFIX = run_prefix()
+    # Runs that overlap on one machine (a developer's and CI's) share Redis: each has its own
+    # Celery queue and channel-layer prefix, so no run's worker takes another's tasks.
+    run = settings.VDI_NAME_PREFIX.rstrip("-")
     settings.CELERY_BROKER_URL = os.environ.get("VDI_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+    settings.CELERY_TASK_DEFAULT_QUEUE = run
     app.conf.broker_url = settings.CELERY_BROKER_URL
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = "vditest"
+    app.conf.task_default_queue = run
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = run
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +39,25 @@ def golden_image_path():
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_domains_and_volumes():
-    """Leave libvirtd as we found it: no vditest-* domain or volume before or after the run."""
+    """Leave libvirtd as we found it: remove what finished test runs left, and ours at the end."""
     from tests.support.libvirt_cleanup import remove_test_leftovers
 
     remove_test_leftovers()
     yield
-    leftovers = remove_test_leftovers()
+    leftovers = remove_test_leftovers(only_ours=True)
     if leftovers:
         print(f"\nremoved leftover test domains/volumes: {leftovers}")
+
+
+@pytest.fixture(autouse=True)
+def _remove_this_tests_guests(request):
+    """Tests on the live stack create guests through the worker; remove them after each test,
+    so the next test's pool (same names, fresh database) starts on a clean host."""
+    yield
+    if "live_stack" in request.fixturenames:
+        from tests.support.libvirt_cleanup import remove_test_leftovers
+
+        remove_test_leftovers(only_ours=True)
 
 
 @pytest.fixture

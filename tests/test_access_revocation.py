@@ -13,8 +13,8 @@ from websockets.exceptions import ConnectionClosed
 from broker.models import Desktop, DesktopState, Entitlement
 from broker.services.tickets import issue_console_ticket
 from broker.tasks import delete_desktops_past_their_hold_task
-from tests.support.console_client import open_console
-from tests.support.stream_server import BANNER, StreamServer
+from tests.support.console_client import open_console, vnc_login_as_browser
+from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,19 +35,19 @@ def desktop(pool, employee, host, echo_server):
 
 def logged_in_client(user) -> Client:
     client = Client()
-    client.force_login(user)
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     return client
 
 
-def console_closed_by(stack, desktop, user, client, action) -> tuple[int, str]:
+def console_closed_by(stack, desktop, user, client, action, server) -> tuple[int, str]:
     """Open a console, run `action` while it is open, return how the gateway closed it."""
     cookie = client.cookies["sessionid"].value
     ticket = issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
-                                  origin=stack.base_url)
+                                  origin=stack.base_url, console_password=server.vnc_password)
 
     async def session():
         ws = await open_console(stack, desktop.pk, ticket, cookie=cookie)
-        assert await ws.recv() == BANNER
+        await vnc_login_as_browser(ws)
         await asyncio.sleep(0.3)  # the gateway has joined its control groups
         await asyncio.get_running_loop().run_in_executor(None, action)
         try:
@@ -60,11 +60,11 @@ def console_closed_by(stack, desktop, user, client, action) -> tuple[int, str]:
 
 
 def test_leaving_the_group_closes_the_console_and_schedules_deletion(live_stack, desktop, employee,
-                                                                    employees_group):
+                                                                    employees_group, echo_server):
     client = logged_in_client(employee)
     before = timezone.now()
     code, reason = console_closed_by(live_stack, desktop, employee, client,
-                                     lambda: employee.groups.remove(employees_group))
+                                     lambda: employee.groups.remove(employees_group), echo_server)
     assert (code, reason) == (4411, "Your access to this desktop was withdrawn.")
     desktop.refresh_from_db()
     assert before + timedelta(hours=71) < desktop.delete_after < timezone.now() + timedelta(hours=73)
@@ -109,22 +109,22 @@ def test_deactivating_a_user_holds_their_desktop(desktop, employee):
     assert desktop.delete_after is not None
 
 
-def test_logging_out_closes_that_logins_consoles_only(live_stack, desktop, employee):
+def test_logging_out_closes_that_logins_consoles_only(live_stack, desktop, employee, echo_server):
     other_login = logged_in_client(employee)
     other_cookie = other_login.cookies["sessionid"].value
     other_ticket = issue_console_ticket(user=employee, session_key=other_cookie, desktop=desktop, protocol="vnc",
-                                        origin=live_stack.base_url)
+                                        origin=live_stack.base_url, console_password=echo_server.vnc_password)
     client = logged_in_client(employee)
 
     async def other_console_survives():
         ws = await open_console(live_stack, desktop.pk, other_ticket, cookie=other_cookie)
-        assert await ws.recv() == BANNER
+        await vnc_login_as_browser(ws)
         return ws
 
     loop = asyncio.new_event_loop()
     try:
         other = loop.run_until_complete(other_console_survives())
-        code, reason = console_closed_by(live_stack, desktop, employee, client, client.logout)
+        code, reason = console_closed_by(live_stack, desktop, employee, client, client.logout, echo_server)
         assert (code, reason) == (4401, "You logged out.")
         loop.run_until_complete(other.send(b"still here"))
         assert loop.run_until_complete(asyncio.wait_for(other.recv(), 5)) == b"still here"
@@ -144,3 +144,16 @@ def test_a_desktop_past_its_hold_is_deleted_by_the_periodic_job(live_stack, runn
         assert time.monotonic() < deadline, "the worker did not delete the desktop"
         time.sleep(0.2)
     assert running_desktop.name not in {d.name for d in driver_for_uri("qemu:///system").list_domains()}
+
+
+def test_a_console_whose_login_vanished_without_a_message_is_closed_by_the_recheck(live_stack, desktop, employee,
+                                                                                  echo_server):
+    """A lost "close" message (Redis restarted, a queue overflowed) must not keep a console
+    open: the gateway re-checks the login and the entitlement periodically (2 s in tests)."""
+    from django.contrib.sessions.models import Session
+
+    client = logged_in_client(employee)
+    code, reason = console_closed_by(live_stack, desktop, employee, client,
+                                     lambda: Session.objects.all().delete(),  # no signal, no message
+                                     echo_server)
+    assert (code, reason) == (4401, "You logged out.")

@@ -43,17 +43,21 @@ def test_the_image_page_shows_its_versions(admin, pool):
 
 
 def test_the_admin_entitles_a_group_to_a_pool_inline(admin, pool, employees_group):
+    from django.forms.models import model_to_dict
+
     Entitlement.objects.all().delete()
-    data = {
-        "name": pool.name, "display_name": pool.display_name, "description": "", "kind": "dedicated",
-        "image": pool.image.pk, "host": "", "vcpus": 2, "memory_mib": 512, "protocol": "vnc",
-        "linked_clones": "on", "is_enabled": "on",
+    data = {k: ("on" if v is True else "" if v is None or v is False else v) for k, v in model_to_dict(pool).items()}
+    data = {k: v for k, v in data.items() if v != ""}
+    data.update({
+        "vcpus": 2, "memory_mib": 512,
         "entitlements-TOTAL_FORMS": "1", "entitlements-INITIAL_FORMS": "0",
         "entitlements-MIN_NUM_FORMS": "0", "entitlements-MAX_NUM_FORMS": "1000",
         "entitlements-0-group": employees_group.pk, "entitlements-0-user": "",
-    }
+    })
     response = admin.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
-    assert response.status_code == 302, response.content.decode()[:3000]
+    if response.status_code != 302:
+        errors = response.context["adminform"].form.errors, [f.errors for f in response.context["inline_admin_formsets"][0].formset]
+        raise AssertionError(f"the admin refused the form: {errors}")
     pool.refresh_from_db()
     assert pool.vcpus == 2 and pool.memory_mib == 512
     assert Entitlement.objects.get().group == employees_group
@@ -71,3 +75,27 @@ def test_the_admin_cannot_edit_a_desktops_state_by_hand(admin, desktop):
                {"user": desktop.user_id, "state": "running"})
     desktop.refresh_from_db()
     assert desktop.state == DesktopState.CLONING
+
+
+def test_publishing_a_version_checks_the_file_on_the_host(admin, pool, host, golden_image_path,
+                                                          django_capture_on_commit_callbacks):
+    url = reverse("admin:broker_goldenimageversion_add")
+    missing = admin.post(url, {"image": pool.image.pk, "path": "/var/lib/vdi/images/vditest-nope.qcow2",
+                               "check_on_host": host.pk, "notes": ""})
+    assert missing.status_code == 200
+    assert b"Not published: golden image /var/lib/vdi/images/vditest-nope.qcow2 is not on" in missing.content
+    assert pool.image.versions.count() == 1
+
+    with django_capture_on_commit_callbacks(execute=False):
+        published = admin.post(url, {"image": pool.image.pk, "path": golden_image_path, "check_on_host": host.pk,
+                                     "notes": "monthly patches"})
+    assert published.status_code == 302
+    version = pool.image.current_version()
+    assert version.number == 2 and version.size_bytes > 0 and version.notes == "monthly patches"
+
+
+def test_the_pool_overview_shows_desktops_by_state(admin, pool, desktop):
+    content = admin.get(reverse("admin:broker_pool_change", args=[pool.pk])).content.decode()
+    assert "cloning: 1" in content
+    listing = admin.get(reverse("admin:broker_pool_changelist")).content.decode()
+    assert "0 / 10" not in listing or "1 / 10" in listing

@@ -2,6 +2,7 @@
 valid ticket of this user, this login session, this desktop and this site."""
 
 import asyncio
+import struct
 import time
 from datetime import timedelta
 
@@ -10,8 +11,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from broker.models import ConsoleSession, ConsoleTicket, Desktop, DesktopState, Entitlement
-from broker.services.tickets import issue_console_ticket
-from tests.support.console_client import open_console, refusal, session_cookie
+from broker.services.tickets import grant_console, issue_console_ticket
+from tests.support.console_client import WebsocketBytes, open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.measurements import write_measurement
 from tests.support.stream_server import BANNER, StreamServer
 
@@ -33,49 +34,56 @@ def fake_desktop(pool, employee, host, echo_server):
     )
 
 
-def ticket_for(stack, user, desktop, cookie):
+def ticket_for(stack, user, desktop, cookie, server=None):
+    """A ticket as the portal issues it; `server` is the fake desktop whose password it carries."""
+    password = server.vnc_password if server is not None else None
     return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
-                                origin=stack.base_url)
+                                origin=stack.base_url, console_password=password)
 
 
 @pytest.mark.libvirt
 def test_it_relays_a_real_vms_vnc_stream(live_stack, running_desktop, employee):
     cookie = session_cookie(employee)
-    ticket = ticket_for(live_stack, employee, running_desktop, cookie)
+    ticket = grant_console(user=employee, session_key=cookie, desktop=running_desktop, protocol="vnc",
+                           origin=live_stack.base_url).token
 
     async def session():
         ws = await open_console(live_stack, running_desktop.pk, ticket, cookie=cookie)
         assert ws.subprotocol == "binary"
         assert "Sec-WebSocket-Extensions" not in ws.response.headers  # no per-message compression
-        assert await asyncio.wait_for(ws.recv(), 10) == BANNER  # QEMU's RFB greeting
-        await ws.send(b"RFB 003.008\n")
-        security = await asyncio.wait_for(ws.recv(), 10)
+        offered = await vnc_login_as_browser(ws)
+        await ws.send(b"\x01")  # ClientInit (shared)
+        server_init = await WebsocketBytes(ws).read(24)  # QEMU's ServerInit, after the gateway's login
         await ws.close()
-        return security
+        return offered, server_init
 
-    security = asyncio.run(session())
-    assert security[0] >= 1 and 1 in security[1:]  # QEMU offers "None" security: the proxy is the door
+    offered, server_init = asyncio.run(session())
+    # The browser is offered "None": the gateway answered QEMU's VNC authentication itself.
+    assert offered == [1]
+    width, height = struct.unpack(">HH", server_init[:4])
+    assert width >= 640 and height >= 400
     deadline = time.monotonic() + 10
     while ConsoleSession.objects.filter(desktop=running_desktop, closed_at__isnull=True).exists():
-        assert time.monotonic() < deadline, "the console session row was not closed"
+        assert time.monotonic() < deadline, f"the console session row was not closed: {list(ConsoleSession.objects.values())}"
         time.sleep(0.1)
     session_row = ConsoleSession.objects.get(desktop=running_desktop)
-    assert session_row.user == employee and session_row.bytes_to_desktop == 12
+    assert session_row.user == employee and session_row.bytes_to_desktop == 14  # version, choice, init
 
 
-def test_it_copies_what_the_browser_types_to_the_desktop(live_stack, fake_desktop, employee):
+def test_it_copies_what_the_browser_types_to_the_desktop(live_stack, fake_desktop, employee, echo_server):
     cookie = session_cookie(employee)
-    ticket = ticket_for(live_stack, employee, fake_desktop, cookie)
+    ticket = ticket_for(live_stack, employee, fake_desktop, cookie, echo_server)
 
     async def session():
         ws = await open_console(live_stack, fake_desktop.pk, ticket, cookie=cookie)
-        assert await ws.recv() == BANNER
+        assert await vnc_login_as_browser(ws) == [1]
         await ws.send(b"keys typed in the browser")
         echoed = await asyncio.wait_for(ws.recv(), 10)
         await ws.close()
         return echoed
 
     assert asyncio.run(session()) == b"keys typed in the browser"
+    assert (echo_server.logins, echo_server.logins_refused) == (1, 0)
 
 
 def test_it_refuses_a_forged_ticket(live_stack, fake_desktop, employee):
@@ -192,11 +200,11 @@ def test_a_slow_browser_slows_the_desktop_down_instead_of_filling_memory(live_st
             state=DesktopState.RUNNING, vnc_port=flood.port,
         )
         cookie = session_cookie(employee)
-        ticket = ticket_for(live_stack, employee, desktop, cookie)
+        ticket = ticket_for(live_stack, employee, desktop, cookie, flood)
 
         async def stalled_reader():
             ws = await open_console(live_stack, desktop.pk, ticket, cookie=cookie)
-            await ws.recv()
+            await vnc_login_as_browser(ws)
             # Stop reading. A relay without backpressure would read the flood into memory at
             # loopback speed (gigabytes); with it, the flood stalls once socket buffers fill.
             await asyncio.sleep(2)

@@ -14,8 +14,8 @@ TEST_URI = "test:///default"
 REAL_URI = "qemu:///system"
 
 
-def unique(prefix="vditest-drv-"):
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
+def unique(kind="drv-"):
+    return f"{settings.VDI_NAME_PREFIX}{kind}{uuid.uuid4().hex[:8]}"
 
 
 def spec_for(name, disk, domain_type, serial=None):

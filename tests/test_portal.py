@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
@@ -60,7 +61,7 @@ def test_launch_creates_one_desktop_and_queues_its_provisioning(logged_in, emplo
         response = logged_in.post(reverse("portal:launch", args=[pool.pk]))
     desktop = Desktop.objects.get(user=employee, pool=pool)
     assert response["Location"] == reverse("portal:desktop", args=[desktop.pk])
-    assert desktop.state == S.QUEUED and desktop.name.startswith("vditest-desk-")
+    assert desktop.state == S.QUEUED and desktop.name == f"{settings.VDI_NAME_PREFIX}desk-0001"
     assert len(callbacks) == 1  # one provisioning task, sent after commit
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -92,7 +93,7 @@ def test_launch_without_an_enabled_host_says_so(logged_in, pool, host):
     host.is_enabled = False
     host.save()
     response = logged_in.post(reverse("portal:launch", args=[pool.pk]), follow=True)
-    assert b"No hypervisor host is available" in response.content
+    assert b"No hypervisor host has room for a new desktop right now" in response.content
 
 
 def test_launch_of_a_failed_desktop_retries_it(logged_in, employee, pool, django_capture_on_commit_callbacks):
@@ -145,13 +146,16 @@ def test_another_users_desktop_is_not_found(client, employee, other_employee, po
     assert client.post(reverse("portal:console-ticket", args=[desktop.pk])).status_code == 404
 
 
-def test_a_console_ticket_is_issued_only_for_a_running_desktop(logged_in, employee, pool):
-    logged_in.post(reverse("portal:launch", args=[pool.pk]))
-    desktop = Desktop.objects.get(user=employee)
+@pytest.mark.libvirt
+def test_a_console_ticket_is_issued_only_for_a_running_desktop(logged_in, employee, running_desktop):
+    # The ticket reads the console port from the live domain and sets its one-time password:
+    # a real running desktop.
+    desktop = running_desktop
     url = reverse("portal:console-ticket", args=[desktop.pk])
+    Desktop.objects.filter(pk=desktop.pk).update(state=S.STARTING)
     assert logged_in.post(url).status_code == 409
 
-    Desktop.objects.filter(pk=desktop.pk).update(state=S.RUNNING, vnc_port=5999)
+    Desktop.objects.filter(pk=desktop.pk).update(state=S.RUNNING)
     response = logged_in.post(url)
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     body = response.json()
@@ -161,8 +165,9 @@ def test_a_console_ticket_is_issued_only_for_a_running_desktop(logged_in, employ
     assert ticket.user == employee and ticket.desktop == desktop and ticket.origin == "http://testserver"
     token = body["url"].split("ticket=")[1]
     assert len(token) >= 40 and ticket.token_hash == hashlib.sha256(token.encode()).hexdigest()  # only the hash
-    # the URL carries no host or port of the hypervisor
-    assert "5999" not in body["url"] and "127.0.0.1" not in body["url"]
+    # the URL carries no host or port of the hypervisor, and no VNC password reaches the page
+    assert str(desktop.vnc_port) not in body["url"] and "127.0.0.1" not in body["url"]
+    assert "password" not in body and ticket.port == desktop.vnc_port
 
 
 def test_a_console_ticket_needs_the_csrf_token(employee, pool, host):

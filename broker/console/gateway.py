@@ -1,152 +1,443 @@
-"""The console websocket: check the ticket, then copy bytes between browser and desktop.
+"""The console websocket: check the ticket, log in to the desktop, then copy bytes.
 
-It never calls libvirt and writes nothing but the console session row. Backpressure both
-ways: the guest is read only after the previous chunk was handed to the browser's socket
-(uvicorn's `websockets-sansio` implementation waits while its write buffer is full), and the browser's messages are
-handled one at a time, each awaiting the guest socket's drain.
+A plain ASGI app (behind Channels' session/auth middleware and URL router), because a relay
+wants its own loop: it reads the browser while it talks to the desktop, with no dispatch layer
+in between. It never calls libvirt and writes nothing but the console session row.
+
+- Backpressure both ways: the desktop is read only after the previous chunk was handed to the
+  browser's socket (uvicorn's `websockets-sansio` send waits while its write buffer is full),
+  and each browser message is written to the desktop and drained before the next is read.
+- TCP_NODELAY on the desktop socket (asyncio sets it on the browser's too). No per-message
+  compression: uvicorn runs with `--ws-per-message-deflate false`.
+- VNC: the gateway answers QEMU's VNC authentication with the ticket's one-time password and
+  offers the browser "None" (rfb.py), so noVNC never holds a password.
+- SPICE: each channel's websocket names its channel in its first message (spice.py); the
+  ticket admits the main channel, then each other channel once.
+- The channel layer carries only "close this console" messages (console_control.py); it is
+  never in the data path.
 """
 
+from __future__ import annotations
+
 import asyncio
+import collections
 import logging
 import socket
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from channels.layers import get_channel_layer
 
 from ..services import console_control, console_sessions, tickets
 from ..services.tickets import ConsoleRefused
+from . import rfb, spice
 from .origin import is_allowed_origin, websocket_origin
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 5
-DESKTOP_CLOSED = 4500
+LINK_TIMEOUT_S = 10
+DESKTOP_CLOSED = tickets.DESKTOP_CLOSED
 
 
-class ConsoleConsumer(AsyncWebsocketConsumer):
-    guest_reader: asyncio.StreamReader | None = None
-    guest_writer: asyncio.StreamWriter | None = None
-    pump: asyncio.Task | None = None
-    session_id: int | None = None
-    groups_joined: tuple[str, ...] = ()
 
-    async def connect(self):
+class BrowserGone(Exception):
+    pass
+
+
+class DesktopChunks(asyncio.Protocol):
+    """The desktop socket after the handshake: each chunk as recv() returned it, with no
+    StreamReader buffer to copy into and slice out of (a quarter of the relay's CPU under
+    load, per bench/console_proxy.py). Reading pauses while two chunks wait for the browser,
+    which keeps the backpressure; writes wait while the socket's send buffer is full."""
+
+    def __init__(self, transport: asyncio.Transport, leftover: bytes):
+        self.transport = transport
+        self.chunks = collections.deque([leftover] if leftover else [])
+        self.eof = False
+        self.waiter: asyncio.Future | None = None
+        self.paused = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def _wake(self):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def data_received(self, data: bytes):
+        self.chunks.append(data)
+        if len(self.chunks) >= 2 and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self):
+        self.eof = True
+        self._wake()
+
+    def connection_lost(self, exc):
+        self.eof = True
+        self.writable.set()
+        self._wake()
+
+    def pause_writing(self):
+        self.writable.clear()
+
+    def resume_writing(self):
+        self.writable.set()
+
+    async def read(self) -> bytes:
+        while not self.chunks:
+            if self.eof:
+                return b""
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        data = self.chunks.popleft()
+        if self.paused and len(self.chunks) < 2:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes):
+        if self.transport.is_closing():
+            raise ConnectionResetError("the desktop closed its console")
+        self.transport.write(data)
+        await self.writable.wait()
+
+
+async def _all_or_first_failure(coroutines) -> list:
+    """Run them at once; the first to fail cancels the others (a refused login must not wait
+    for a browser that is still in its handshake) and its exception is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                raise task.exception()
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:g} h"
+
+
+async def console_gateway(scope, receive, send):
+    """ASGI entry point for ws/console/<desktop_id>/."""
+    if scope["type"] != "websocket":
+        return
+    await ConsoleConnection(scope, receive, send).serve()
+
+
+class ConsoleConnection:
+    def __init__(self, scope, receive, send):
+        self.scope, self.receive, self.send = scope, receive, send
+        self.closed_with: tuple[int, str] | None = None
         self.bytes_to_client = self.bytes_to_desktop = 0
-        self.closed_with = None
-        offered = self.scope.get("subprotocols") or []
-        await self.accept(subprotocol="binary" if "binary" in offered else None)
-        try:
-            target = await self._authorise()
-            await self._open_guest(target)
-        except ConsoleRefused as refused:
-            log.info(
-                "console refused: desktop=%s user=%s code=%s reason=%s",
-                self.scope["url_route"]["kwargs"].get("desktop_id"),
-                getattr(self.scope.get("user"), "pk", None),
-                refused.code,
-                refused.reason,
-            )
-            await self._close(refused.code, refused.reason)
+        self.session_id: int | None = None
+        self.target: tickets.ConsoleTarget | None = None
+        self.guest_writer: asyncio.StreamWriter | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.channel_name: str | None = None
+        self.groups_joined: list[str] = []
+        self.last_input = self.opened = time.monotonic()
+        self.counts_as_console = self.watches_input = True  # SPICE: only its main / inputs channel
+
+    # -- the connection's life -----------------------------------------------------------
+    async def serve(self):
+        if (await self.receive())["type"] != "websocket.connect":
             return
-        self.session_id = await database_sync_to_async(console_sessions.open_console_session)(
-            user_id=target.user_id,
-            desktop_id=target.desktop_id,
-            protocol=target.protocol,
-            client_address=(self.scope.get("client") or [None])[0],
-        )
+        offered = self.scope.get("subprotocols") or []
+        await self.send({"type": "websocket.accept", "subprotocol": "binary" if "binary" in offered else None})
+        try:
+            await self._open_and_relay()
+        except ConsoleRefused as refused:
+            log.info("console refused: desktop=%s user=%s code=%s reason=%s",
+                     self.scope["url_route"]["kwargs"].get("desktop_id"),
+                     getattr(self.scope.get("user"), "pk", None), refused.code, refused.reason)
+            await self._close(refused.code, refused.reason)
+        except BrowserGone:
+            pass
+        finally:
+            await self._clean_up()
+
+    async def _open_and_relay(self):
+        target, limits = await self._authorise()
+        self.target = target
+        browser = rfb.BrowserBytes(self._browser_message)
+        spice_link = b""
+        if target.protocol == "spice":
+            spice_link, channel = await self._read_spice_link()
+            await database_sync_to_async(tickets.admit_spice_channel)(
+                ticket_id=target.ticket_id, channel_type=channel, first_use=target.first_use)
+            self.counts_as_console = channel == spice.CHANNEL_MAIN
+            self.watches_input = channel == spice.CHANNEL_INPUTS
+
+        # All of this at once: the connect latency is the slowest step, not their sum.
+        steps = [self._open_guest(target)]
+        if self.counts_as_console:
+            steps.append(self._open_session_row(target, limits))
+        if target.protocol == "vnc":
+            steps.append(self._offer_browser_no_authentication(browser))
+        reader, writer = (await _all_or_first_failure(steps))[0]
+        # The handshake is over: from here the desktop socket is relayed chunk by chunk.
+        # (What the StreamReader already buffered is handed over first.)
+        desktop = DesktopChunks(writer.transport, bytes(reader._buffer))
+        writer.transport.set_protocol(desktop)
+        if not writer.transport.is_reading():
+            writer.transport.resume_reading()  # the StreamReader may have paused it
+        first_bytes = browser.leftover() if target.protocol == "vnc" else spice_link
+        if first_bytes:
+            await desktop.write(first_bytes)
         log.info("console opened: desktop=%s user=%s protocol=%s", target.desktop_id, target.user_id,
                  target.protocol)
-        await self._join_control_groups(target)
-        self.pump = asyncio.create_task(self._pump_guest_to_browser())
+        self.tasks.append(asyncio.create_task(self._follow_control_messages(target)))
+        self.tasks.append(asyncio.create_task(self._pump_desktop_to_browser(desktop)))
+        self.tasks.append(asyncio.create_task(self._enforce_time_limits(limits)))
+        self.tasks.append(asyncio.create_task(self._recheck_periodically(target)))
+        await self._pump_browser_to_desktop(desktop)
 
-    async def _join_control_groups(self, target: tickets.ConsoleTarget):
-        """So that logout, a lost entitlement or a reset can close this socket from elsewhere."""
-        if self.channel_layer is None:
-            return
-        self.groups_joined = (
-            console_control.desktop_group(target.desktop_id),
-            console_control.user_group(target.user_id),
-            console_control.login_session_group(self.scope["session"].session_key),
-        )
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-
-    async def console_terminate(self, event):
-        log.info("console closed by the broker: session=%s code=%s", self.session_id, event["code"])
-        await self._close(event["code"], event["reason"])
-
-    async def _authorise(self) -> tickets.ConsoleTarget:
+    async def _authorise(self) -> tuple[tickets.ConsoleTarget, console_sessions.ConsoleLimits]:
         if not is_allowed_origin(self.scope):
             raise ConsoleRefused(tickets.ORIGIN_REFUSED, "This page's origin may not open consoles.")
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("ticket") or [""])[0]
         session = self.scope.get("session")
-        return await database_sync_to_async(tickets.redeem_console_ticket)(
-            token=token,
-            user=self.scope.get("user"),
-            session_key=getattr(session, "session_key", None),
-            origin=websocket_origin(self.scope),
-            desktop_id=int(self.scope["url_route"]["kwargs"]["desktop_id"]),
-        )
+
+        def redeem_and_read_limits():  # one trip to a database thread (and connection), not two
+            target = tickets.redeem_console_ticket(
+                token=token,
+                user=self.scope.get("user"),
+                session_key=getattr(session, "session_key", None),
+                origin=websocket_origin(self.scope),
+                desktop_id=int(self.scope["url_route"]["kwargs"]["desktop_id"]),
+            )
+            return target, console_sessions.console_limits(pool_id=target.pool_id)
+
+        return await database_sync_to_async(redeem_and_read_limits)()
+
+    async def _read_spice_link(self) -> tuple[bytes, int]:
+        data = b""
+        try:
+            async with asyncio.timeout(LINK_TIMEOUT_S):
+                while (channel := spice.link_channel_type(data)) is None:
+                    data += await self._browser_message()
+        except (spice.NotSpice, TimeoutError) as exc:
+            raise ConsoleRefused(tickets.SPICE_CHANNEL_REFUSED, "This is not a SPICE client.") from exc
+        return data, channel
+
+    async def _offer_browser_no_authentication(self, browser: rfb.BrowserBytes):
+        try:
+            await asyncio.wait_for(rfb.offer_no_authentication(browser, self._send_bytes), rfb.HANDSHAKE_TIMEOUT_S)
+        except (rfb.HandshakeFailed, asyncio.TimeoutError) as exc:
+            raise ConsoleRefused(tickets.TICKET_INVALID, "The browser did not speak VNC.") from exc
 
     async def _open_guest(self, target: tickets.ConsoleTarget):
+        """Connect to the desktop's console port; for VNC, also log in with the ticket's password."""
         try:
-            self.guest_reader, self.guest_writer = await asyncio.wait_for(
-                asyncio.open_connection(target.address, target.port, limit=CHUNK), CONNECT_TIMEOUT_S
-            )
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(target.address, target.port, limit=CHUNK), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
             log.warning("console of desktop %s unreachable: %s", target.desktop_id, exc)
             raise ConsoleRefused(tickets.DESKTOP_UNREACHABLE, "The desktop's console does not answer.") from exc
-        sock = self.guest_writer.get_extra_info("socket")
+        self.guest_writer = writer
+        sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.protocol == "vnc":
+            await self._log_in_to_desktop(reader, writer, target.password)
+        return reader, writer
 
-    async def _pump_guest_to_browser(self):
+    async def _log_in_to_desktop(self, reader, writer, password):
+        try:
+            await asyncio.wait_for(rfb.authenticate_to_desktop(reader, writer, password or ""),
+                                   rfb.HANDSHAKE_TIMEOUT_S)
+        except (rfb.HandshakeFailed, asyncio.TimeoutError) as exc:
+            reason = str(exc) if isinstance(exc, rfb.HandshakeFailed) else "The desktop's console did not answer."
+            raise ConsoleRefused(tickets.DESKTOP_LOGIN_FAILED, reason) from exc
+
+    async def _open_session_row(self, target, limits):
+        self.session_id = await database_sync_to_async(console_sessions.open_console_session)(
+            user_id=target.user_id, desktop_id=target.desktop_id, protocol=target.protocol,
+            client_address=(self.scope.get("client") or [None])[0], limits=limits)
+
+    # -- the relay ------------------------------------------------------------------------
+    async def _browser_message(self) -> bytes:
+        """The browser's next binary message (its text frames are control: see _answer_text)."""
+        while True:
+            event = await self.receive()
+            if event["type"] != "websocket.receive":
+                raise BrowserGone()
+            data = event.get("bytes")
+            if data is None:
+                await self._answer_text(event.get("text") or "")
+                continue
+            self.bytes_to_desktop += len(data)
+            return data
+
+    async def _answer_text(self, text: str):
+        """Text frames never reach the desktop (RFB and SPICE are binary). The page pings with
+        them to show the round-trip time; the answer queues behind any screen data, so it
+        measures what the user feels."""
+        if text.startswith("vdi-ping ") and len(text) < 64:
+            await self.send({"type": "websocket.send", "text": "vdi-pong " + text[9:]})
+
+    async def _send_bytes(self, data: bytes):
+        self.bytes_to_client += len(data)
+        await self.send({"type": "websocket.send", "bytes": data})
+
+    async def _pump_browser_to_desktop(self, desktop: DesktopChunks):
+        receive, watches_input = self.receive, self.watches_input
+        vnc = self.target.protocol == "vnc"
         try:
             while True:
-                data = await self.guest_reader.read(CHUNK)
-                if not data:
-                    break
-                self.bytes_to_client += len(data)
-                await self.send(bytes_data=data)
-        except (ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            return
-        await self._close(DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
-
-    async def receive(self, text_data=None, bytes_data=None):
-        if self.guest_writer is None:
-            return
-        data = bytes_data if bytes_data is not None else (text_data or "").encode()
-        self.bytes_to_desktop += len(data)
-        self.guest_writer.write(data)
-        try:
-            await self.guest_writer.drain()
+                event = await receive()
+                if event["type"] != "websocket.receive":
+                    return
+                data = event.get("bytes")
+                if data is None:
+                    await self._answer_text(event.get("text") or "")
+                    continue
+                self.bytes_to_desktop += len(data)
+                if watches_input and (not vnc or rfb.carries_user_input(data)):
+                    self.last_input = time.monotonic()
+                await desktop.write(data)
         except (ConnectionError, OSError):
             await self._close(DESKTOP_CLOSED, "The desktop closed the console.")
 
-    async def _close(self, code: int, reason: str):
-        if self.closed_with is None:
-            self.closed_with = (code, reason)
-            await self.close(code=code, reason=reason)
+    async def _pump_desktop_to_browser(self, desktop: DesktopChunks):
+        send = self.send
+        try:
+            while data := await desktop.read():
+                self.bytes_to_client += len(data)
+                await send({"type": "websocket.send", "bytes": data})
+        except (ConnectionError, OSError):
+            pass
+        await self._close(DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
 
-    async def disconnect(self, code):
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        if self.pump is not None and not self.pump.done():
-            self.pump.cancel()
+    async def _enforce_time_limits(self, limits: console_sessions.ConsoleLimits):
+        """Close the console after `idle_timeout_s` without input or `max_session_s` in all."""
+        idle = limits.idle_timeout_s if self.watches_input else None
+        longest = limits.max_session_s
+        if idle is None and longest is None:
+            return
+        while True:
+            now = time.monotonic()
+            deadlines = []
+            if longest is not None:
+                if now >= self.opened + longest:
+                    return await self._close_console_everywhere(
+                        tickets.SESSION_TOO_LONG, f"Console closed: sessions last at most {_duration(longest)}. "
+                        "Reconnect to go on.")
+                deadlines.append(self.opened + longest)
+            if idle is not None:
+                if now >= self.last_input + idle:
+                    return await self._close_console_everywhere(
+                        tickets.IDLE_TIMEOUT, f"Console closed after {_duration(idle)} without input. "
+                        "Reconnect to go on.")
+                deadlines.append(self.last_input + idle)
+            await asyncio.sleep(max(0.05, min(deadlines) - now))
+
+    async def _close_console_everywhere(self, code: int, reason: str):
+        """A SPICE console is several sockets, maybe in several processes: close them all."""
+        if self.target.protocol == "spice":
+            layer = get_channel_layer()
+            if layer is not None:
+                await layer.group_send(console_control.ticket_group(self.target.ticket_id),
+                                       {"type": "console.terminate", "code": code, "reason": reason})
+        await self._close(code, reason)
+
+    # -- closing from elsewhere: logout, lost entitlement, reset ------------------------------
+    async def _follow_control_messages(self, target: tickets.ConsoleTarget):
+        try:
+            await self._receive_control_messages(target)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Without its control channel a console could not be closed by a logout: close it
+            # now (1012: the page reconnects with a fresh ticket, which checks everything again).
+            log.exception("console control channel failed: session=%s", self.session_id)
+            await self._close(1012, "The console lost its control channel; reconnecting.")
+
+    async def _recheck_periodically(self, target: tickets.ConsoleTarget):
+        session_key = self.scope["session"].session_key
+        while True:
+            # In case a "close" message from a logout or a lost entitlement never arrived.
+            await asyncio.sleep(settings.VDI_CONSOLE_RECHECK_SECONDS)
+            refusal = await database_sync_to_async(tickets.console_still_allowed)(
+                user_id=target.user_id, desktop_id=target.desktop_id, session_key=session_key)
+            if refusal is not None:
+                log.info("console closed on re-check: session=%s code=%s", self.session_id, refusal.code)
+                return await self._close(refusal.code, refusal.reason)
+
+    async def _receive_control_messages(self, target: tickets.ConsoleTarget):
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        self.channel_name = await layer.new_channel()
+        groups = [
+            console_control.desktop_group(target.desktop_id),
+            console_control.user_group(target.user_id),
+            console_control.login_session_group(self.scope["session"].session_key),
+            console_control.ticket_group(target.ticket_id),
+        ]
+        for group in groups:
+            await layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+        # A logout between the ticket check and joining the groups sent its message to nobody.
+        if not await database_sync_to_async(self.scope["session"].exists)(self.scope["session"].session_key):
+            await self._close(tickets.NOT_LOGGED_IN, "You logged out.")
+            return
+        while True:
+            message = await layer.receive(self.channel_name)
+            if message.get("type") == "console.terminate":
+                log.info("console closed by the broker: session=%s code=%s", self.session_id, message["code"])
+                await self._close(message["code"], message["reason"])
+                return
+
+    # -- closing ------------------------------------------------------------------------------
+    async def _close(self, code: int, reason: str):
+        if self.closed_with is not None:
+            return
+        self.closed_with = (code, reason)
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:  # the browser went first; nothing to tell it
+            pass
         if self.guest_writer is not None:
             self.guest_writer.close()
+
+    async def _clean_up(self):
+        current = asyncio.current_task()
+        others = [task for task in self.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        if others:
+            # channels_redis finishes its in-flight blocking read before a cancelled receive
+            # returns (seconds): do not make the session row and the groups wait for that.
+            await asyncio.wait(others, timeout=0.5)
+        if self.guest_writer is not None:
+            self.guest_writer.close()
+        if self.groups_joined:
+            layer = get_channel_layer()
+            for group in self.groups_joined:
+                try:
+                    await layer.group_discard(group, self.channel_name)
+                except Exception:  # Redis away: the group entry expires on its own
+                    log.warning("could not leave console group %s", group)
         if self.session_id is not None:
-            sent_code, reason = self.closed_with or (code, "closed by the browser")
+            code, reason = self.closed_with or (1000, "closed by the browser")
             await database_sync_to_async(console_sessions.close_console_session)(
-                session_id=self.session_id,
-                code=sent_code,
-                reason=reason,
-                bytes_to_client=self.bytes_to_client,
-                bytes_to_desktop=self.bytes_to_desktop,
-            )
-            log.info("console closed: session=%s code=%s", self.session_id, sent_code)
+                session_id=self.session_id, code=code, reason=reason,
+                bytes_to_client=self.bytes_to_client, bytes_to_desktop=self.bytes_to_desktop)
+            log.info("console closed: session=%s code=%s", self.session_id, code)

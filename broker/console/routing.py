@@ -1,7 +1,7 @@
 from django.urls import path
 
-from .gateway import ConsoleConsumer
+from .gateway import console_gateway
 
 websocket_urlpatterns = [
-    path("ws/console/<int:desktop_id>/", ConsoleConsumer.as_asgi()),
+    path("ws/console/<int:desktop_id>/", console_gateway),
 ]

@@ -35,10 +35,14 @@ class DomainSpec:
     vcpus: int
     memory_mib: int
     system_disk_path: str
+    data_disk_path: str | None = None
     serial_log_path: str | None = None
     graphics: tuple[str, ...] = ("vnc", "spice")
     graphics_listen: str = "127.0.0.1"
     metadata: dict[str, str] = field(default_factory=dict)
+    # The consoles' password at boot. None: a random one nobody is told, so a console port is
+    # never open without a password; the broker sets a short-lived one per console session.
+    graphics_password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ class VolumeInfo:
 
 
 @dataclass(frozen=True)
+class HostCapacity:
+    cpus: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class GraphicsPorts:
     listen: str
     vnc: int | None
@@ -65,6 +75,10 @@ class GraphicsPorts:
 
 class HypervisorDriver(abc.ABC):
     """One host's hypervisor. Implementations: `LibvirtDriver` (any libvirt URI)."""
+
+    @abc.abstractmethod
+    def host_capacity(self) -> HostCapacity:
+        """The host's physical CPUs and memory; raises HostUnreachable if it does not answer."""
 
     # -- storage ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -124,3 +138,8 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def graphics_ports(self, name: str) -> GraphicsPorts:
         """The console ports of a running domain, read from its live definition."""
+
+    @abc.abstractmethod
+    def set_console_password(self, name: str, *, protocol: str, password: str, valid_for_s: int) -> None:
+        """Set the VNC or SPICE password of a running domain, valid for `valid_for_s` seconds
+        for new connections; consoles already connected stay connected."""

@@ -14,6 +14,7 @@ from .base import (
     DomainNotFound,
     DomainSpec,
     GraphicsPorts,
+    HostCapacity,
     HostUnreachable,
     HypervisorDriver,
     HypervisorError,
@@ -89,6 +90,13 @@ class LibvirtDriver(HypervisorDriver):
     def close(self):
         with self._lock:
             self._drop()
+
+    def host_capacity(self) -> HostCapacity:
+        try:
+            _model, memory_mib, cpus, *_rest = self._connection().getInfo()
+        except libvirt.libvirtError as exc:
+            raise self._fail("reading host capacity", exc) from exc
+        return HostCapacity(cpus=cpus, memory_mib=memory_mib)
 
     # -- storage ---------------------------------------------------------------------------
     def _pool(self, name: str) -> libvirt.virStoragePool:
@@ -203,6 +211,11 @@ class LibvirtDriver(HypervisorDriver):
         storage = self._pool(pool)
         try:
             storage.refresh(0)
+        except libvirt.libvirtError as exc:
+            # "has asynchronous jobs running": another volume is being created right now.
+            # The listing below still shows every volume libvirt created itself.
+            log.debug("refresh of %s skipped: %s", pool, exc.get_error_message())
+        try:
             volumes = storage.listAllVolumes(0)
         except libvirt.libvirtError as exc:
             raise self._fail(f"listing volumes of {pool}", exc) from exc
@@ -308,3 +321,24 @@ class LibvirtDriver(HypervisorDriver):
             return vxml.read_graphics_ports(domain.XMLDesc(0))
         except libvirt.libvirtError as exc:
             raise self._fail(f"reading console ports of {name}", exc) from exc
+
+    def set_console_password(self, name: str, *, protocol: str, password: str, valid_for_s: int) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        domain = self._domain(name)
+        valid_until = datetime.now(timezone.utc) + timedelta(seconds=valid_for_s)
+        try:
+            # The secure XML: the graphics element as libvirt holds it (the plain one hides passwd).
+            live = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+            try:
+                device = vxml.graphics_with_password(live, protocol=protocol, password=password,
+                                                     valid_until=valid_until)
+            except ValueError as exc:
+                raise HypervisorError(f"{name}: {exc}") from exc
+            domain.updateDeviceFlags(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise DomainNotFound(f"domain {name} does not exist on {self.uri}") from exc
+            # Never put the password in the message: libvirt errors quote no XML, but be sure.
+            raise self._fail(f"setting the {protocol} console password of {name}",
+                             exc) from exc

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 
 from .base import DomainSpec, GraphicsPorts
 
 METADATA_NS = "https://github.com/vdi-broker/ns/desktop/1"
+VNC_PASSWORD_MAX = 8  # the RFB "VNC authentication" DES key holds 8 characters
 
 
 def _sub(parent, tag, text=None, **attrs):
@@ -44,6 +47,11 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.system_disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.data_disk_path:
+        data = _sub(devices, "disk", type="file", device="disk")
+        _sub(data, "driver", name="qemu", type="qcow2")
+        _sub(data, "source", file=spec.data_disk_path)
+        _sub(data, "target", dev="vdb", bus="virtio")
     if spec.serial_log_path:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.serial_log_path, append="on")
@@ -55,7 +63,12 @@ def domain_xml(spec: DomainSpec) -> str:
             raise ValueError(f"unknown graphics type {kind!r}")
         # Console ports listen on the host's loopback only: the broker's gateway is the one
         # way in, after it has checked the user's ticket.
-        graphics = _sub(devices, "graphics", type=kind, autoport="yes", listen=spec.graphics_listen)
+        # A password from the first boot on: nobody is told this one; each console session
+        # gets its own short-lived one (set_console_password). `connected='keep'`: changing
+        # it never drops the consoles already open.
+        password = spec.graphics_password or secrets.token_urlsafe(12)
+        graphics = _sub(devices, "graphics", type=kind, autoport="yes", listen=spec.graphics_listen,
+                        passwd=password[:VNC_PASSWORD_MAX] if kind == "vnc" else password, connected="keep")
         _sub(graphics, "listen", type="address", address=spec.graphics_listen)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga", vram="16384", heads="1")
@@ -95,3 +108,16 @@ def read_graphics_ports(live_xml: str) -> GraphicsPorts:
             ports[kind] = int(port)
             listen = graphics.get("listen") or listen
     return GraphicsPorts(listen=listen, vnc=ports["vnc"], spice=ports["spice"])
+
+
+def graphics_with_password(live_xml: str, *, protocol: str, password: str, valid_until: datetime) -> str:
+    """The domain's <graphics type=protocol> element with a new password, as device XML for
+    updateDeviceFlags. Everything else (port, listen) stays as the live definition has it."""
+    root = ET.fromstring(live_xml)
+    for graphics in root.findall("./devices/graphics"):
+        if graphics.get("type") == protocol:
+            graphics.set("passwd", password)
+            graphics.set("passwdValidTo", valid_until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+            graphics.set("connected", "keep")
+            return ET.tostring(graphics, encoding="unicode")
+    raise ValueError(f"the domain has no {protocol} console")

@@ -1,6 +1,6 @@
 from .desktops import Desktop, DesktopState, IllegalTransition
 from .entitlements import Entitlement
-from .events import DesktopEvent
+from .events import BrokerEvent, DesktopEvent
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
 from .pools import Pool
@@ -8,6 +8,7 @@ from .sessions import ConsoleSession
 from .tickets import ConsoleTicket
 
 __all__ = [
+    "BrokerEvent",
     "ConsoleSession",
     "ConsoleTicket",
     "Desktop",

@@ -1,9 +1,14 @@
 """A desktop and its lifecycle: the states, the allowed moves, and the one way to move.
 
     queued ──► cloning ──► starting ──► running ──► stopping ──► stopped
-       │          │           │            │                       │
-       └──────────┴───────────┴──── failed ◄──────────────────────-┘
-    any live state ──► deleting ──► deleted          failed ──► queued (retry)
+                  │                       ▲ │                       │ ▲
+                  └──── (spare kept off) ─┼─┼───────────────────────┘ │
+                                          │ └──► recomposing ─────────┘
+       any state but deleted ──► failed   └────────────┘
+    any live state ──► deleting ──► deleted          failed ──► queued | recomposing (retry)
+
+`recomposing` replaces the system disk with a clone of a newer golden image version while
+keeping the desktop's user-data disk.
 
 `Desktop.transition()` is the only writer of `state`: a compare-and-set UPDATE plus an event
 row in one transaction, so two workers can never both move the same desktop.
@@ -28,6 +33,7 @@ class DesktopState(models.TextChoices):
     RUNNING = "running", "Ready"
     STOPPING = "stopping", "Shutting down"
     STOPPED = "stopped", "Powered off"
+    RECOMPOSING = "recomposing", "Updating to a new image"
     FAILED = "failed", "Failed"
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
@@ -36,19 +42,23 @@ class DesktopState(models.TextChoices):
 S = DesktopState
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.CLONING, S.FAILED, S.DELETING}),
-    S.CLONING: frozenset({S.STARTING, S.FAILED, S.DELETING}),
+    S.CLONING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
     S.STARTING: frozenset({S.RUNNING, S.FAILED, S.DELETING}),
-    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.FAILED, S.DELETING}),
+    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.RECOMPOSING, S.FAILED, S.DELETING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.DELETING}),
-    S.STOPPED: frozenset({S.STARTING, S.FAILED, S.DELETING}),
-    S.FAILED: frozenset({S.QUEUED, S.DELETING}),
+    S.STOPPED: frozenset({S.STARTING, S.RECOMPOSING, S.FAILED, S.DELETING}),
+    S.RECOMPOSING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
+    S.FAILED: frozenset({S.QUEUED, S.RECOMPOSING, S.DELETING}),
     S.DELETING: frozenset({S.DELETED, S.FAILED}),
     S.DELETED: frozenset(),
 }
 # States in which the desktop still holds (or may hold) a domain or a volume on its host.
 LIVE_STATES = frozenset(ALLOWED_TRANSITIONS) - {S.DELETED}
 # States a launch waits through before the console can open.
-PROVISIONING_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING})
+PROVISIONING_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RECOMPOSING})
+# States in which a worker is (or should be) acting on the desktop; the reconciler retries
+# or fails those that stay too long.
+TRANSITIONAL_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.STOPPING, S.RECOMPOSING, S.DELETING})
 
 
 class IllegalTransition(Exception):
@@ -71,6 +81,10 @@ class Desktop(models.Model):
     # started it; the gateway connects to host.console_address on these, nowhere else.
     vnc_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     spice_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Persistent user data (dedicated pools): survives recompose; empty when the pool has none.
+    data_volume_name = models.CharField(max_length=120, blank=True, editable=False)
+    provisioning_attempts = models.PositiveIntegerField(default=0, editable=False)
     # Set when the user lost the entitlement: the desktop is kept until then (the user may be
     # entitled again), and deleted afterwards by the periodic cleanup.
     delete_after = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
@@ -93,6 +107,10 @@ class Desktop(models.Model):
     @property
     def volume_name(self) -> str:
         return f"{self.name}.qcow2"
+
+    @property
+    def is_spare(self) -> bool:
+        return self.user_id is None
 
     @property
     def serial_log_path(self) -> str | None:

@@ -58,6 +58,20 @@ class Host(models.Model):
         help_text="Directory on the host for the guests' serial console logs; empty for none.",
     )
     is_enabled = models.BooleanField(default=True, help_text="New desktops are placed only on enabled hosts.")
+    in_maintenance = models.BooleanField(
+        default=False, help_text="Drain: no new desktops here; existing ones keep running."
+    )
+    vcpu_overcommit = models.FloatField(default=2.5, help_text="vCPUs placed per physical CPU (field: 2-3).")
+    memory_overcommit = models.FloatField(default=1.2, help_text="Guest memory placed per host memory (1.2-1.5).")
+    max_parallel_provisioning = models.PositiveIntegerField(
+        default=4, help_text="Clones in flight at once on this host."
+    )
+    # What the host reported at its last check (broker/services/hosts.py).
+    is_online = models.BooleanField(default=True, editable=False)
+    cpus = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    memory_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -65,3 +79,7 @@ class Host(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def accepts_new_desktops(self) -> bool:
+        return self.is_enabled and self.is_online and not self.in_maintenance

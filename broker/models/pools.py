@@ -10,6 +10,7 @@ class Pool(models.Model):
 
     class Kind(models.TextChoices):
         DEDICATED = "dedicated", "Dedicated (one persistent desktop per user)"
+        FLOATING = "floating", "Floating (any fresh desktop; wiped after each use)"
 
     class Protocol(models.TextChoices):
         VNC = "vnc", "VNC (noVNC)"
@@ -32,6 +33,44 @@ class Pool(models.Model):
     memory_mib = models.PositiveIntegerField(default=256)
     protocol = models.CharField(max_length=8, choices=Protocol.choices, default=Protocol.VNC)
     linked_clones = models.BooleanField(default=True, help_text="qcow2 overlay on the golden image (fast, small).")
+
+    # -- capacity ----------------------------------------------------------------------
+    min_spares = models.PositiveIntegerField(
+        default=0, help_text="Desktops kept ready and unassigned, so a launch does not wait for a clone."
+    )
+    max_desktops = models.PositiveIntegerField(default=10, help_text="Never more live desktops than this.")
+    naming_pattern = models.CharField(
+        max_length=60,
+        default="{pool}-{n:04d}",
+        help_text="Domain name after the site prefix; {pool} is the pool name, {n} a counter.",
+    )
+    spares_powered_on = models.BooleanField(
+        default=True, help_text="Keep spares running (instant launch) or powered off (saves host memory)."
+    )
+    data_disk_gib = models.PositiveIntegerField(
+        default=1,
+        help_text="Dedicated pools: size of each desktop's persistent user-data disk, kept across recompose "
+        "(0 for none).",
+    )
+    # -- sessions ------------------------------------------------------------------------
+    disconnect_timeout_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=30,
+        help_text="Floating: reset the desktop after its user has been disconnected this long. Dedicated: power "
+        "it off. Empty: never.",
+    )
+    recompose_after = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Maintenance window: from this time the reconciler rebuilds desktops that are not on the "
+        "current image version (user data disks are kept). Empty: only when you choose 'Recompose now'.",
+    )
+    # -- provisioning health, written by the pool reconciler ------------------------------
+    desktop_counter = models.PositiveIntegerField(default=0, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    backoff_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_desktop_grace_hours = models.FloatField(
         null=True,
         blank=True,
@@ -40,6 +79,23 @@ class Pool(models.Model):
     )
     is_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # -- consoles (broker/console/; empty: the site default, VDI_CONSOLE_* settings) ------
+    console_protocol_switch = models.BooleanField(
+        default=False, help_text="Users may switch between VNC (noVNC) and SPICE (spice-html5) in the page."
+    )
+    console_max_per_user = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Consoles one user may have open at once (empty: site default)."
+    )
+    console_max_per_desktop = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Consoles open at once on one desktop (empty: site default)."
+    )
+    console_idle_timeout_minutes = models.FloatField(
+        null=True, blank=True, help_text="Close a console after this long without keyboard or mouse input "
+        "(empty: site default; 0: never)."
+    )
+    console_max_session_minutes = models.FloatField(
+        null=True, blank=True, help_text="Close a console this long after it opened (empty: site default; 0: never)."
+    )
 
     class Meta:
         ordering = ["display_name"]
@@ -56,7 +112,17 @@ class Pool(models.Model):
         hours = self.revoked_desktop_grace_hours
         return timedelta(hours=settings.VDI_REVOKED_DESKTOP_GRACE_HOURS if hours is None else hours)
 
+    @property
+    def is_floating(self) -> bool:
+        return self.kind == self.Kind.FLOATING
+
     def clean(self):
+        if self.min_spares > self.max_desktops:
+            raise ValidationError({"min_spares": "More spares than the pool's maximum size."})
+        try:
+            self.naming_pattern.format(pool=self.name or "pool", n=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValidationError({"naming_pattern": f"Use {{pool}} and {{n}} only ({exc})."}) from exc
         if self.vcpus < 1:
             raise ValidationError({"vcpus": "A desktop needs at least one vCPU."})
         if self.memory_mib < 64:

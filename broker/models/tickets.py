@@ -18,6 +18,14 @@ class ConsoleTicket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
+    # Where the gateway connects: read from the domain's live definition when the ticket was
+    # issued (the browser never names a target). Null: the port recorded on the desktop.
+    port = models.PositiveIntegerField(null=True, blank=True)
+    # The desktop's one-time console password, encrypted with a key derived from the token
+    # (which is not stored): the database alone cannot reveal it, the browser never gets it.
+    sealed_password = models.CharField(max_length=128, blank=True)
+    # SPICE: the channel types (main first, then display, inputs, cursor...) admitted so far.
+    spice_channels = models.CharField(max_length=64, blank=True)
 
     def __str__(self):
         return f"ticket #{self.pk} for {self.desktop_id} ({self.protocol})"

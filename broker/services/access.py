@@ -52,7 +52,10 @@ def revoke_lost_access_on_commit(*, user_ids) -> None:
     ids = sorted(set(user_ids))
 
     def run():
-        for user in get_user_model().objects.filter(pk__in=ids):
+        # Only users who hold a desktop can lose one: a directory sync adding thousands of
+        # memberships costs one query here, not two per membership.
+        holders = get_user_model().objects.filter(pk__in=ids, desktops__state__in=LIVE_STATES).distinct()
+        for user in holders:
             revoke_lost_access(user=user)
 
     transaction.on_commit(run)

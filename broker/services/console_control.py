@@ -5,7 +5,9 @@ its user and its login session; a message to a group closes those sockets wherev
 served. Only this small control message crosses the channel layer, never console bytes.
 """
 
+import asyncio
 import hashlib
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -24,8 +26,23 @@ def login_session_group(session_key: str) -> str:
     return f"console.session.{hashlib.sha256(session_key.encode()).hexdigest()[:32]}"
 
 
+def ticket_group(ticket_id: int) -> str:
+    """The sockets of one console: SPICE opens one per channel."""
+    return f"console.ticket.{ticket_id}"
+
+
 def close_consoles(*, group: str, code: int, reason: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    async_to_sync(layer.group_send)(group, {"type": "console.terminate", "code": code, "reason": reason})
+    message = {"type": "console.terminate", "code": code, "reason": reason}
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(layer.group_send)(group, message)
+        return
+    # Called from a thread that runs an event loop (an async view, a test driving a browser):
+    # async_to_sync refuses there, so send from a thread of its own and wait for it.
+    sender = threading.Thread(target=async_to_sync(layer.group_send), args=(group, message))
+    sender.start()
+    sender.join()

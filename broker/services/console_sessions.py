@@ -1,14 +1,78 @@
-"""The console session rows the gateway keeps: opened on connect, closed on disconnect."""
+"""The console session rows the gateway keeps (opened on connect, closed on disconnect), and
+the limits a console lives under: how many at once, how long idle, how long at all."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
 from django.utils import timezone
 
-from ..models import ConsoleSession
+from ..models import ConsoleSession, Pool
+from . import tickets
 
 
-def open_console_session(*, user_id: int, desktop_id: int, protocol: str, client_address: str | None) -> int:
+@dataclass(frozen=True)
+class ConsoleLimits:
+    max_per_user: int
+    max_per_desktop: int
+    idle_timeout_s: float | None  # None: never
+    max_session_s: float | None
+
+
+def console_limits(*, pool_id: int) -> ConsoleLimits:
+    """The pool's console limits, each falling back to the site's VDI_CONSOLE_* default."""
+    pool = Pool.objects.filter(pk=pool_id).first()
+
+    def pick(name, default):
+        value = getattr(pool, name, None) if pool is not None else None
+        return default if value is None else value
+
+    idle = pick("console_idle_timeout_minutes", settings.VDI_CONSOLE_IDLE_TIMEOUT_MINUTES)
+    longest = pick("console_max_session_minutes", settings.VDI_CONSOLE_MAX_SESSION_MINUTES)
+    return ConsoleLimits(
+        max_per_user=pick("console_max_per_user", settings.VDI_CONSOLE_MAX_PER_USER),
+        max_per_desktop=pick("console_max_per_desktop", settings.VDI_CONSOLE_MAX_PER_DESKTOP),
+        idle_timeout_s=idle * 60 if idle else None,
+        max_session_s=longest * 60 if longest else None,
+    )
+
+
+def _open_sessions(limits: ConsoleLimits | None):
+    sessions = ConsoleSession.objects.filter(closed_at__isnull=True)
+    if limits is not None and limits.max_session_s:
+        # A row left open by a gateway that died cannot be a console still running.
+        sessions = sessions.filter(opened_at__gte=timezone.now() - timedelta(seconds=limits.max_session_s + 60))
+    return sessions
+
+
+def open_console_session(*, user_id: int, desktop_id: int, protocol: str, client_address: str | None,
+                         limits: ConsoleLimits | None = None) -> int:
+    """Record an opening console; with `limits`, refuse it (ConsoleRefused) when it is one too many.
+
+    The row is written first and counted with the ones before it, so of two consoles opening
+    at once on the last free place, the later one is refused, never both let through.
+    """
     session = ConsoleSession.objects.create(
         user_id=user_id, desktop_id=desktop_id, protocol=protocol, client_address=client_address
     )
+    if limits is None:
+        return session.pk
+    earlier = _open_sessions(limits).filter(pk__lte=session.pk)
+    refusal = None
+    if earlier.filter(user_id=user_id).count() > limits.max_per_user:
+        refusal = tickets.ConsoleRefused(
+            tickets.TOO_MANY_CONSOLES_OF_USER,
+            f"You already have {limits.max_per_user} consoles open; close one first.")
+    elif earlier.filter(desktop_id=desktop_id).count() > limits.max_per_desktop:
+        refusal = tickets.ConsoleRefused(
+            tickets.TOO_MANY_CONSOLES_ON_DESKTOP,
+            f"This desktop already has {limits.max_per_desktop} consoles open; close one first.")
+    if refusal is not None:
+        close_console_session(session_id=session.pk, code=refusal.code, reason=refusal.reason,
+                              bytes_to_client=0, bytes_to_desktop=0)
+        raise refusal
     return session.pk
 
 

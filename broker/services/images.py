@@ -1,24 +1,60 @@
-"""Golden image versions: recorded only after the host confirms the file is there and readable."""
+"""Golden image versions: recorded only after a host confirms the file is there and readable."""
+
+import hashlib
+import logging
+from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Max
 
-from ..hypervisor import driver_for_host
-from ..models import GoldenImage, GoldenImageVersion, Host
+from ..hypervisor import VolumeInfo, driver_for_host
+from ..models import BrokerEvent, GoldenImage, GoldenImageVersion, Host, Pool
 from .provisioning import prepare_host_storage
 
+log = logging.getLogger(__name__)
 
-def publish_image_version(*, image: GoldenImage, path: str, host: Host, notes: str = "") -> GoldenImageVersion:
-    """Check `path` on `host` through libvirt and record it as the image's newest version.
 
-    Raises ImageUnavailable (with a message for the admin) when the file is missing, empty or
-    outside the host's storage pools; nothing is recorded then.
-    """
+def check_image_file(*, path: str, host: Host) -> VolumeInfo:
+    """Raises ImageUnavailable (a message for the admin) if `path` is missing, empty or outside
+    the host's storage pools."""
     prepare_host_storage(host)
-    info = driver_for_host(host).image_info(path=path)
+    return driver_for_host(host).image_info(path=path)
+
+
+def publish_image_version(*, image: GoldenImage, path: str, host: Host, notes: str = "",
+                          checked: VolumeInfo | None = None) -> GoldenImageVersion:
+    """Check `path` on `host` and record it as the image's newest version. Floating pools of
+    this image replace their spares at once; used floating desktops move over at their next
+    reset; dedicated pools move over when the admin recomposes them."""
+    from .. import tasks
+
+    info = checked or check_image_file(path=path, host=host)
     with transaction.atomic():
         GoldenImage.objects.select_for_update().filter(pk=image.pk).first()
         last = image.versions.aggregate(n=Max("number"))["n"] or 0
-        return GoldenImageVersion.objects.create(
+        version = GoldenImageVersion.objects.create(
             image=image, number=last + 1, path=info.path, size_bytes=info.capacity_bytes, notes=notes
         )
+        BrokerEvent.objects.create(kind=BrokerEvent.Kind.IMAGE, host=host,
+                                   message=f"published {version} ({info.path}, {info.capacity_bytes} bytes)")
+        transaction.on_commit(lambda: tasks.checksum_image_version_task.delay(version.pk))
+        for pool_id in Pool.objects.filter(image=image, kind=Pool.Kind.FLOATING).values_list("pk", flat=True):
+            transaction.on_commit(lambda pk=pool_id: tasks.reconcile_pool_task.delay(pk))
+    return version
+
+
+def record_checksum(*, version_id: int) -> str | None:
+    """SHA-256 of the image file, when the file is on this machine (a local host's image)."""
+    version = GoldenImageVersion.objects.filter(pk=version_id).first()
+    if version is None or version.sha256:
+        return version.sha256 if version else None
+    path = Path(version.path)
+    if not path.is_file():
+        log.info("%s is not on this machine; its checksum is left to the host's tooling", version.path)
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(4 * 2**20), b""):
+            digest.update(block)
+    GoldenImageVersion.objects.filter(pk=version_id).update(sha256=digest.hexdigest())
+    return digest.hexdigest()

@@ -1,20 +1,30 @@
-"""Building and starting a desktop on its host. Called by Celery tasks, never by a request.
+"""Building, starting, stopping, recomposing and deleting desktops on their hosts.
 
-Each step checks where the desktop is and does only what is left, so a duplicated or
-retried task finishes the job instead of repeating it, and leaks neither domain nor volume:
-domain and volume names are derived from the desktop, the clone returns the volume that is
-already there, and the state moves by compare-and-set.
+Called by Celery tasks, never by a web request. Each step checks where the desktop is and
+does only what is left, so a duplicated or retried task finishes the job instead of
+repeating it, and leaks neither domain nor volume: names are derived from the desktop, the
+clone returns the volume that is already there, and the state moves by compare-and-set.
 """
 
 import logging
+import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
-from ..hypervisor import DomainSpec, HypervisorError, driver_for_host
-from ..models import Desktop, DesktopState
+from ..hypervisor import DomainNotFound, DomainSpec, HypervisorError, driver_for_host
+from ..models import BrokerEvent, Desktop, DesktopState, Pool
+from . import console_control
 
 log = logging.getLogger(__name__)
 S = DesktopState
+SHUTDOWN_GRACE_S = 20
+# After this many provisioning failures in a row a pool stops creating desktops for a while.
+FAILURES_BEFORE_BACKOFF = 3
+MAX_BACKOFF = timedelta(minutes=30)
 
 
 def _load(desktop_id: int) -> Desktop | None:
@@ -28,23 +38,62 @@ def prepare_host_storage(host) -> None:
     driver.ensure_storage_pool(name=host.storage_pool, path=host.storage_path)
 
 
+def _volume_path(desktop: Desktop, volume_name: str) -> str:
+    return f"{desktop.host.storage_path.rstrip('/')}/{volume_name}"
+
+
 def domain_spec(desktop: Desktop) -> DomainSpec:
-    host, pool = desktop.host, desktop.pool
-    volume_path = f"{host.storage_path.rstrip('/')}/{desktop.volume_name}"
+    pool = desktop.pool
     return DomainSpec(
         name=desktop.name,
         uuid=str(desktop.uuid),
-        domain_type=host.domain_type,
+        domain_type=desktop.host.domain_type,
         vcpus=pool.vcpus,
         memory_mib=pool.memory_mib,
-        system_disk_path=volume_path,
+        system_disk_path=_volume_path(desktop, desktop.volume_name),
+        data_disk_path=_volume_path(desktop, desktop.data_volume_name) if desktop.data_volume_name else None,
         serial_log_path=desktop.serial_log_path,
         metadata={"desktop": str(desktop.pk), "pool": pool.name},
     )
 
 
+# -- creating desktop rows ---------------------------------------------------------------------
+
+def desktop_name(*, pool, unique: str) -> str:
+    return f"{settings.VDI_NAME_PREFIX}{pool.name}-{unique}"
+
+
+def new_desktop(*, pool: Pool, host, version, user=None) -> Desktop:
+    """Insert a queued desktop named by the pool's pattern; the caller enqueues provisioning."""
+    for _attempt in range(20):
+        Pool.objects.filter(pk=pool.pk).update(desktop_counter=F("desktop_counter") + 1)
+        number = Pool.objects.values_list("desktop_counter", flat=True).get(pk=pool.pk)
+        name = settings.VDI_NAME_PREFIX + pool.naming_pattern.format(pool=pool.name, n=number)
+        try:
+            with transaction.atomic():
+                desktop = Desktop.objects.create(
+                    pool=pool,
+                    user=user,
+                    host=host,
+                    image_version=version,
+                    name=name,
+                    state=S.QUEUED,
+                    assigned_at=timezone.now() if user else None,
+                    data_volume_name=f"{name}-data.qcow2"
+                    if pool.kind == Pool.Kind.DEDICATED and pool.data_disk_gib else "",
+                )
+        except IntegrityError:
+            if Desktop.objects.filter(name=name).exists():
+                continue  # the pattern met an existing name: take the next number
+            raise  # the one-desktop-per-user constraint: the caller handles it
+        return desktop
+    raise HypervisorError(f"could not find a free desktop name with pattern {pool.naming_pattern!r}")
+
+
+# -- provisioning --------------------------------------------------------------------------------
+
 def provision_desktop(*, desktop_id: int) -> Desktop | None:
-    """Clone, define and start a queued desktop, as far as it has not been done yet."""
+    """Clone, define and start (or keep off, for a powered-off spare) a queued desktop."""
     desktop = _load(desktop_id)
     if desktop is None:
         log.info("desktop %s is gone; nothing to provision", desktop_id)
@@ -52,26 +101,17 @@ def provision_desktop(*, desktop_id: int) -> Desktop | None:
     driver = driver_for_host(desktop.host)
 
     if desktop.state == S.QUEUED:
-        desktop.transition(S.CLONING, expected=S.QUEUED, message="worker picked up the launch")
+        desktop.transition(S.CLONING, expected=S.QUEUED, message="worker picked up the desktop",
+                           provisioning_attempts=desktop.provisioning_attempts + 1)
         desktop = _load(desktop_id)
 
     if desktop.state == S.CLONING:
-        host = desktop.host
-        prepare_host_storage(host)
-        volume = driver.clone_volume(
-            pool=host.storage_pool,
-            name=desktop.volume_name,
-            base_path=desktop.image_version.path,
-            linked=desktop.pool.linked_clones,
-        )
-        spec = domain_spec(desktop)
-        if volume.path != spec.system_disk_path:
-            raise HypervisorError(
-                f"storage pool {host.storage_pool} on {host.name} is at {volume.path.rsplit('/', 1)[0]}, "
-                f"not {host.storage_path}; fix the host's storage path"
-            )
-        driver.define_domain(spec)
-        desktop.transition(S.STARTING, expected=S.CLONING, message=f"disk {volume.name} cloned, domain defined")
+        _build_disks_and_define(desktop, driver)
+        if desktop.is_spare and not desktop.pool.spares_powered_on:
+            if desktop.transition(S.STOPPED, expected=S.CLONING, message="spare ready (kept powered off)"):
+                _provisioning_succeeded(desktop.pool)
+            return _load(desktop_id)
+        desktop.transition(S.STARTING, expected=S.CLONING, message="disks ready, domain defined")
         desktop = _load(desktop_id)
 
     if desktop.state == S.STARTING:
@@ -79,13 +119,34 @@ def provision_desktop(*, desktop_id: int) -> Desktop | None:
     return desktop
 
 
+def _build_disks_and_define(desktop: Desktop, driver) -> None:
+    host = desktop.host
+    prepare_host_storage(host)
+    volume = driver.clone_volume(
+        pool=host.storage_pool,
+        name=desktop.volume_name,
+        base_path=desktop.image_version.path,
+        linked=desktop.pool.linked_clones,
+    )
+    spec = domain_spec(desktop)
+    if volume.path != spec.system_disk_path:
+        raise HypervisorError(
+            f"storage pool {host.storage_pool} on {host.name} is at {volume.path.rsplit('/', 1)[0]}, "
+            f"not {host.storage_path}; fix the host's storage path"
+        )
+    if desktop.data_volume_name:
+        driver.create_volume(pool=host.storage_pool, name=desktop.data_volume_name,
+                             capacity_bytes=desktop.pool.data_disk_gib * 2**30)
+    driver.define_domain(spec)
+
+
 def start_desktop(*, desktop_id: int) -> Desktop | None:
-    """Power on a stopped desktop that a user launched again."""
+    """Power on a stopped desktop (a launch, or a powered-off spare being claimed)."""
     desktop = _load(desktop_id)
     if desktop is None:
         return None
     if desktop.state == S.STOPPED:
-        desktop.transition(S.STARTING, expected=S.STOPPED, message="powering on for launch")
+        desktop.transition(S.STARTING, expected=S.STOPPED, message="powering on")
         desktop = _load(desktop_id)
     if desktop.state == S.STARTING:
         return _start(desktop, driver_for_host(desktop.host))
@@ -97,14 +158,66 @@ def _start(desktop: Desktop, driver) -> Desktop:
     ports = driver.graphics_ports(desktop.name)
     if ports.vnc is None and ports.spice is None:
         raise HypervisorError(f"{desktop.name} runs but its definition shows no console port")
-    desktop.transition(
+    if desktop.transition(
         S.RUNNING,
         expected=S.STARTING,
         message=f"running; console ports vnc={ports.vnc} spice={ports.spice}",
         vnc_port=ports.vnc,
         spice_port=ports.spice,
         last_error="",
-    )
+    ):
+        _provisioning_succeeded(desktop.pool)
+    return desktop
+
+
+def stop_desktop(*, desktop_id: int, reason: str = "powering off") -> Desktop | None:
+    """Ask the guest to shut down; power it off if it has not within SHUTDOWN_GRACE_S."""
+    desktop = _load(desktop_id)
+    if desktop is None:
+        return None
+    if desktop.state == S.RUNNING:
+        if not desktop.transition(S.STOPPING, expected=S.RUNNING, message=reason):
+            return _load(desktop_id)
+    if desktop.state != S.STOPPING:
+        return desktop
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+                                   reason="The desktop is shutting down.")
+    driver = driver_for_host(desktop.host)
+    driver.shutdown_domain(desktop.name)
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    while time.monotonic() < deadline and driver.domain_info(desktop.name).state == "running":
+        time.sleep(0.5)
+    if driver.domain_info(desktop.name).state == "running":
+        driver.destroy_domain(desktop.name)
+        desktop.note(f"guest did not shut down within {SHUTDOWN_GRACE_S} s; powered off")
+    desktop.transition(S.STOPPED, expected=S.STOPPING, message="powered off", vnc_port=None, spice_port=None)
+    return desktop
+
+
+def recompose_desktop(*, desktop_id: int) -> Desktop | None:
+    """Rebuild the system disk from the pool's current image version; keep the data disk.
+
+    The caller moved the desktop to `recomposing` and recorded whether it should run after.
+    """
+    desktop = _load(desktop_id)
+    if desktop is None or desktop.state != S.RECOMPOSING:
+        return desktop
+    version = desktop.pool.image.current_version()
+    driver = driver_for_host(desktop.host)
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+                                   reason="The desktop is being updated to a new image.")
+    driver.destroy_domain(desktop.name)
+    if version and version.pk != desktop.image_version_id:
+        driver.delete_volume(pool=desktop.host.storage_pool, name=desktop.volume_name)
+        Desktop.objects.filter(pk=desktop.pk).update(image_version=version)
+        desktop = _load(desktop_id)
+    _build_disks_and_define(desktop, driver)
+    message = f"system disk rebuilt from {desktop.image_version}; user data kept"
+    if desktop.user_id is not None and desktop.pool.kind == Pool.Kind.DEDICATED:
+        # Back to running only if a user had it running; the data disk is untouched.
+        desktop.transition(S.STARTING, expected=S.RECOMPOSING, message=message)
+        return _start(_load(desktop_id), driver)
+    desktop.transition(S.STOPPED, expected=S.RECOMPOSING, message=message, vnc_port=None, spice_port=None)
     return desktop
 
 
@@ -112,24 +225,52 @@ def mark_failed(*, desktop_id: int, error: str) -> None:
     desktop = _load(desktop_id)
     if desktop is None or desktop.state in (S.FAILED, S.DELETED):
         return
-    desktop.transition(S.FAILED, message=error, last_error=error)
+    was_provisioning = desktop.state in (S.QUEUED, S.CLONING, S.STARTING, S.RECOMPOSING)
+    if desktop.transition(S.FAILED, message=error, last_error=error) and was_provisioning:
+        _provisioning_failed(desktop.pool, error)
 
 
 def delete_desktop(*, desktop_id: int, actor=None) -> Desktop | None:
-    """Power off, undefine and remove the disk; the row stays as history in state deleted."""
+    """Power off, undefine and remove the disks; the row stays as history in state deleted."""
     desktop = _load(desktop_id)
     if desktop is None or desktop.state == S.DELETED:
         return desktop
     if desktop.state != S.DELETING:
         if not desktop.transition(S.DELETING, message="deletion requested", actor=actor):
             return _load(desktop_id)
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+                                   reason="The desktop was reset or deleted.")
     driver = driver_for_host(desktop.host)
     driver.undefine_domain(desktop.name)
     driver.delete_volume(pool=desktop.host.storage_pool, name=desktop.volume_name)
-    desktop.transition(S.DELETED, expected=S.DELETING, message="domain and disk removed", vnc_port=None,
+    if desktop.data_volume_name:
+        driver.delete_volume(pool=desktop.host.storage_pool, name=desktop.data_volume_name)
+    desktop.transition(S.DELETED, expected=S.DELETING, message="domain and disks removed", vnc_port=None,
                        spice_port=None)
     return desktop
 
 
-def desktop_name(*, pool, unique: str) -> str:
-    return f"{settings.VDI_NAME_PREFIX}{pool.name}-{unique}"
+def domain_exists(desktop: Desktop) -> bool:
+    try:
+        driver_for_host(desktop.host).domain_info(desktop.name)
+        return True
+    except DomainNotFound:
+        return False
+
+
+# -- pool provisioning health --------------------------------------------------------------------
+
+def _provisioning_succeeded(pool: Pool) -> None:
+    Pool.objects.filter(pk=pool.pk, consecutive_failures__gt=0).update(consecutive_failures=0, backoff_until=None)
+
+
+def _provisioning_failed(pool: Pool, error: str) -> None:
+    Pool.objects.filter(pk=pool.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+    failures = Pool.objects.values_list("consecutive_failures", flat=True).get(pk=pool.pk)
+    if failures >= FAILURES_BEFORE_BACKOFF:
+        wait = min(timedelta(minutes=2 ** (failures - FAILURES_BEFORE_BACKOFF)), MAX_BACKOFF)
+        Pool.objects.filter(pk=pool.pk).update(backoff_until=timezone.now() + wait)
+        BrokerEvent.objects.create(
+            kind=BrokerEvent.Kind.POOL, pool=pool,
+            message=f"{failures} provisioning failures in a row; no new desktops for {wait}. Last error: {error}",
+        )

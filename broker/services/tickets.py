@@ -1,17 +1,36 @@
-"""Console tickets: issued to a logged-in user for one desktop, redeemed once by the gateway."""
+"""Console tickets: issued to a logged-in user for one desktop, redeemed by the gateway.
+
+A ticket is 256 random bits, stored only as its SHA-256, valid for seconds, and bound to the
+user, their login session, the desktop, the protocol and the page's Origin. Granting one also
+gives the desktop's console a fresh one-time password (valid as long as the ticket) and reads
+the console's port from the domain's live definition: the gateway later connects there and
+nowhere else. The password is stored sealed with a key derived from the token, which only the
+browser holds, so neither the database nor the browser alone can reveal it.
+
+VNC tickets admit one websocket. SPICE opens one websocket per channel to the same URL, so a
+SPICE ticket admits its main channel first, then each other channel type once, for a few
+seconds after the first.
+"""
+
+from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from .. import selectors
+from ..console import spice
+from ..hypervisor import HypervisorError, driver_for_host
+from ..hypervisor.xml import VNC_PASSWORD_MAX
 from ..models import ConsoleTicket, Desktop, DesktopState
 
 TOKEN_BYTES = 32
+SPICE_PASSWORD_CHARS = 20
 
 
 def _hash(value: str) -> str:
@@ -35,7 +54,15 @@ TICKET_USED = 4409
 TICKET_NOT_YOURS = 4410
 NOT_ENTITLED = 4411
 DESKTOP_NOT_RUNNING = 4412
+SPICE_CHANNEL_REFUSED = 4413
+TOO_MANY_CONSOLES_OF_USER = 4429
+TOO_MANY_CONSOLES_ON_DESKTOP = 4430
+IDLE_TIMEOUT = 4431
+SESSION_TOO_LONG = 4432
+DESKTOP_CLOSED = 4500
+DESKTOP_RESET = 4501
 DESKTOP_UNREACHABLE = 4502
+DESKTOP_LOGIN_FAILED = 4503
 
 
 @dataclass(frozen=True)
@@ -45,19 +72,88 @@ class ConsoleTarget:
     protocol: str
     address: str
     port: int
+    ticket_id: int = 0
+    pool_id: int = 0
+    # VNC: what the gateway answers QEMU's VNC authentication with. Never shown, never logged.
+    password: str | None = field(default=None, repr=False)
+    # SPICE: True for the ticket's first socket (its main channel), False for the others.
+    first_use: bool = True
 
 
-def issue_console_ticket(*, user, session_key: str, desktop: Desktop, protocol: str, origin: str) -> str:
-    """Return a fresh token for `user` to open `desktop`'s console from `origin`.
+@dataclass(frozen=True)
+class ConsoleGrant:
+    token: str
+    protocol: str
+    # Only where the browser itself must log in: SPICE (spice-html5 answers the server), or
+    # VNC through a websockify tier (which only relays bytes). Expires with the ticket.
+    browser_password: str | None = field(default=None, repr=False)
 
-    Only its hash is stored; the token itself reaches no log and no database.
-    """
+
+def seal_password(password: str, token: str) -> str:
+    """One-time pad from HMAC(token): the stored value is useless without the token."""
+    data = password.encode()
+    if len(data) > 32:
+        raise ValueError("console passwords are at most 32 bytes")
+    pad = hmac.new(token.encode(), b"vdi console password", hashlib.sha256).digest()
+    return bytes(a ^ b for a, b in zip(data, pad)).hex()
+
+
+def unseal_password(sealed: str, token: str) -> str:
+    pad = hmac.new(token.encode(), b"vdi console password", hashlib.sha256).digest()
+    return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
+
+
+def _check_may_open(*, user, session_key: str | None, desktop: Desktop) -> None:
     if desktop.user_id != user.pk or not selectors.is_entitled(user=user, pool=desktop.pool):
         raise ConsoleRefused(NOT_ENTITLED, "This desktop is not yours.")
     if desktop.state != DesktopState.RUNNING:
         raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
     if not session_key:
         raise ConsoleRefused(NOT_LOGGED_IN, "Log in first.")
+
+
+def new_console_password(protocol: str) -> str:
+    if protocol == "vnc":
+        return secrets.token_urlsafe(VNC_PASSWORD_MAX)[:VNC_PASSWORD_MAX]  # 48 random bits
+    return secrets.token_urlsafe(SPICE_PASSWORD_CHARS)[:SPICE_PASSWORD_CHARS]
+
+
+def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, origin: str) -> ConsoleGrant:
+    """What the console page gets: a ticket, after the desktop's console got a fresh password.
+
+    Reads the console port from the running domain's live definition (not from the row), so
+    the gateway connects to what the hypervisor says now.
+    """
+    _check_may_open(user=user, session_key=session_key, desktop=desktop)
+    if protocol not in ("vnc", "spice"):
+        raise ConsoleRefused(TICKET_INVALID, f"Unknown console protocol {protocol!r}.")
+    password = new_console_password(protocol)
+    driver = driver_for_host(desktop.host)
+    try:
+        ports = driver.graphics_ports(desktop.name)
+        port = ports.vnc if protocol == "vnc" else ports.spice
+        if not port:
+            raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
+        # Valid a little past the ticket: SPICE's last channel may log in that much later.
+        driver.set_console_password(desktop.name, protocol=protocol, password=password,
+                                    valid_for_s=settings.VDI_CONSOLE_TICKET_TTL_SECONDS
+                                    + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
+    except HypervisorError as exc:
+        raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+    token = issue_console_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
+                                 origin=origin, port=port, console_password=password)
+    browser_needs_password = protocol == "spice" or settings.VDI_CONSOLE_GATEWAY_KIND == "websockify"
+    return ConsoleGrant(token=token, protocol=protocol, browser_password=password if browser_needs_password else None)
+
+
+def issue_console_ticket(*, user, session_key: str, desktop: Desktop, protocol: str, origin: str,
+                         port: int | None = None, console_password: str | None = None) -> str:
+    """Return a fresh token for `user` to open `desktop`'s console from `origin`.
+
+    Only its hash is stored; the token itself reaches no log and no database. `port` and
+    `console_password` are what grant_console() set up on the domain.
+    """
+    _check_may_open(user=user, session_key=session_key, desktop=desktop)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = timezone.now()
     ConsoleTicket.objects.create(
@@ -68,37 +164,42 @@ def issue_console_ticket(*, user, session_key: str, desktop: Desktop, protocol: 
         protocol=protocol,
         origin=origin,
         expires_at=now + timedelta(seconds=settings.VDI_CONSOLE_TICKET_TTL_SECONDS),
+        port=port,
+        sealed_password=seal_password(console_password, token) if console_password else "",
     )
     return token
 
 
-def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: str,
-                          desktop_id: int) -> ConsoleTarget:
+def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: str | None,
+                          desktop_id: int | None) -> ConsoleTarget:
     """Check every binding of the ticket, consume it, and resolve the console's address.
 
-    The address comes from the broker's own records of the desktop's host; nothing the client
-    sent takes part in choosing it.
+    The address is the console address of the desktop's host (a Host row of the broker) and
+    the port read from the live domain at grant time; nothing the client sent takes part.
     """
     if not user.is_authenticated or not session_key:
         raise ConsoleRefused(NOT_LOGGED_IN, "Your login session has ended. Log in again.")
     if not token or len(token) > 128:
         raise ConsoleRefused(TICKET_INVALID, "Console ticket is missing or invalid.")
-    ticket = ConsoleTicket.objects.select_related("desktop__host", "desktop__pool").filter(
-        token_hash=_hash(token)
-    ).first()
-    if ticket is None or ticket.desktop_id != desktop_id:
+    ticket = ConsoleTicket.objects.filter(token_hash=_hash(token)).first()
+    # desktop_id None: a gateway whose URL does not name the desktop (websockify's `?token=`).
+    if ticket is None or (desktop_id is not None and ticket.desktop_id != desktop_id):
         raise ConsoleRefused(TICKET_INVALID, "Console ticket is missing or invalid.")
     if ticket.user_id != user.pk or ticket.session_key_hash != _hash(session_key):
         raise ConsoleRefused(TICKET_NOT_YOURS, "This console ticket was issued to another login session.")
     if ticket.origin != origin:
         raise ConsoleRefused(ORIGIN_REFUSED, "Console ticket was issued for another site.")
     now = timezone.now()
+    first_use = True
     if ticket.used_at is not None:
-        raise ConsoleRefused(TICKET_USED, "Console ticket was already used. Reload to reconnect.")
-    if ticket.expires_at <= now:
+        window = timedelta(seconds=settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS)
+        if ticket.protocol != "spice" or now - ticket.used_at > window:
+            raise ConsoleRefused(TICKET_USED, "Console ticket was already used. Reload to reconnect.")
+        first_use = False  # another channel of the same SPICE session; admit_spice_channel decides
+    elif ticket.expires_at <= now:
         raise ConsoleRefused(TICKET_EXPIRED, "Console ticket expired. Reload to reconnect.")
     # Consume: of two simultaneous uses, exactly one UPDATE matches.
-    if not ConsoleTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(used_at=now):
+    elif not ConsoleTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(used_at=now):
         raise ConsoleRefused(TICKET_USED, "Console ticket was already used. Reload to reconnect.")
 
     desktop = Desktop.objects.select_related("host", "pool").get(pk=ticket.desktop_id)
@@ -106,7 +207,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         raise ConsoleRefused(NOT_ENTITLED, "You are no longer entitled to this desktop.")
     if desktop.state != DesktopState.RUNNING:
         raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
-    port = desktop.vnc_port if ticket.protocol == "vnc" else desktop.spice_port
+    port = ticket.port or (desktop.vnc_port if ticket.protocol == "vnc" else desktop.spice_port)
     if not port:
         raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {ticket.protocol.upper()} console.")
     return ConsoleTarget(
@@ -115,7 +216,60 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         protocol=ticket.protocol,
         address=desktop.host.console_address,
         port=port,
+        ticket_id=ticket.pk,
+        pool_id=desktop.pool_id,
+        password=unseal_password(ticket.sealed_password, token) if ticket.sealed_password else None,
+        first_use=first_use,
     )
+
+
+def peek_console_target(*, token: str) -> tuple[str, int] | None:
+    """Where a still unused, unexpired ticket's console is, without consuming it (for gateways
+    that must name the target before they may check the login: websockify). None otherwise."""
+    if not token or len(token) > 128:
+        return None
+    ticket = (ConsoleTicket.objects.select_related("desktop__host")
+              .filter(token_hash=_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()).first())
+    if ticket is None:
+        return None
+    desktop = ticket.desktop
+    port = ticket.port or (desktop.vnc_port if ticket.protocol == "vnc" else desktop.spice_port)
+    return (desktop.host.console_address, port) if port else None
+
+
+def admit_spice_channel(*, ticket_id: int, channel_type: int, first_use: bool) -> None:
+    """Let one more websocket of a SPICE session through: main first, every other type once."""
+    if first_use != (channel_type == spice.CHANNEL_MAIN) or channel_type not in spice.ADMITTED_CHANNELS:
+        raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+    mark = f"{channel_type},"
+    for _attempt in range(10):
+        seen = ConsoleTicket.objects.filter(pk=ticket_id).values_list("spice_channels", flat=True).first()
+        if seen is None or f",{mark}" in f",{seen}":
+            raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+        # Compare-and-set, so two sockets claiming the same channel cannot both win.
+        if ConsoleTicket.objects.filter(pk=ticket_id, spice_channels=seen).update(spice_channels=seen + mark):
+            return
+    raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+
+
+def console_still_allowed(*, user_id: int, desktop_id: int, session_key: str) -> ConsoleRefused | None:
+    """The gateway's periodic re-check of an open console, in case a "close" message was lost:
+    the login session still exists, the user may still use this desktop, and it still runs."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    if not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
+        return ConsoleRefused(NOT_LOGGED_IN, "You logged out.")
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    desktop = Desktop.objects.select_related("pool").filter(pk=desktop_id).first()
+    if user is None or desktop is None or desktop.user_id != user_id or not selectors.is_entitled(
+            user=user, pool=desktop.pool):
+        return ConsoleRefused(NOT_ENTITLED, "Your access to this desktop was withdrawn.")
+    if desktop.state != DesktopState.RUNNING:
+        return ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+    return None
 
 
 def purge_expired_tickets(*, older_than: timedelta = timedelta(hours=1)) -> int:

@@ -10,12 +10,14 @@ from websockets.exceptions import ConnectionClosed
 
 def session_cookie(user) -> str:
     client = Client()
-    client.force_login(user)
+    # Name the backend: the first configured one may be a refusal-only backend (login throttle).
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
-async def open_console(stack, desktop_id, ticket, *, cookie=None, origin="own"):
-    url = f"ws://127.0.0.1:{stack.port}/ws/console/{desktop_id}/?ticket={ticket}"
+async def open_console(stack, desktop_id, ticket, *, cookie=None, origin="own", path=None):
+    path = path or f"/ws/console/{desktop_id}/?ticket={ticket}"
+    url = f"ws://127.0.0.1:{stack.port}{path}"
     headers = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"} if cookie else {}
     return await connect(
         url,
@@ -40,3 +42,31 @@ def refusal(stack, desktop_id, ticket, **kwargs) -> tuple[int, str]:
         raise AssertionError(f"the gateway let the console through and sent {data[:20]!r}")
 
     return asyncio.run(attempt())
+
+
+class WebsocketBytes:
+    """Read a websocket's binary messages as a byte stream."""
+
+    def __init__(self, ws):
+        self.ws, self.buffer = ws, b""
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self.buffer += await asyncio.wait_for(self.ws.recv(), 10)
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+
+async def vnc_login_as_browser(ws) -> list[int]:
+    """The browser's side of the RFB opening, as noVNC does it; returns the security types the
+    gateway offered (it must be [1], "None": the gateway logs in to the desktop itself)."""
+    stream = WebsocketBytes(ws)
+    version = await stream.read(12)
+    assert version == b"RFB 003.008\n", version
+    await ws.send(b"RFB 003.008\n")
+    (count,) = await stream.read(1)
+    offered = list(await stream.read(count))
+    await ws.send(bytes([1]))
+    assert await stream.read(4) == b"\0\0\0\0", "the gateway refused its own 'None' security"
+    assert not stream.buffer
+    return offered

@@ -1,17 +1,48 @@
+"""Test runs name their domains and volumes `vditest-p<pid>-...`, so runs that overlap on one
+machine (a developer's and CI's, or two helpers') never delete each other's guests."""
+
+import os
+import re
+
 from django.conf import settings
 
 from broker.hypervisor import HypervisorError, driver_for_uri
 
 URI = "qemu:///system"
+_RUN = re.compile(r"^vditest-p(\d+)-")
 
 
-def remove_test_leftovers() -> list[str]:
+def run_prefix() -> str:
+    return f"vditest-p{os.getpid()}-"
+
+
+def _belongs_to_a_finished_run(name: str) -> bool:
+    match = _RUN.match(name)
+    if not match:
+        return name.startswith("vditest-")  # an older naming scheme: nobody owns it any more
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_test_leftovers(*, only_ours: bool = False) -> list[str]:
     prefix = settings.VDI_NAME_PREFIX
     assert prefix.startswith("vditest-")
+
+    def doomed(name: str) -> bool:
+        return name.startswith(prefix) if only_ours else _belongs_to_a_finished_run(name)
+
     driver = driver_for_uri(URI)
     removed = []
     for domain in driver.list_domains():
-        if domain.name.startswith(prefix):
+        if doomed(domain.name):
             driver.undefine_domain(domain.name)
             removed.append(domain.name)
     try:
@@ -19,7 +50,7 @@ def remove_test_leftovers() -> list[str]:
     except HypervisorError:
         volumes = []
     for volume in volumes:
-        if volume.name.startswith(prefix):
+        if doomed(volume.name):
             driver.delete_volume(pool=settings.VDI_STORAGE_POOL, name=volume.name)
             removed.append(volume.name)
     return removed

@@ -34,7 +34,7 @@ class LiveStack:
     def __init__(self):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_dir = Path(settings.VAR_DIR) / "test-logs"
+        self.log_dir = Path(settings.VAR_DIR) / "test-logs" / settings.VDI_NAME_PREFIX.rstrip("-")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen] = []
 
@@ -43,10 +43,12 @@ class LiveStack:
             **os.environ,
             "DATABASE_URL": test_database_url(),
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
             "VDI_NAME_PREFIX": settings.VDI_NAME_PREFIX,
             "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "PYTHONUNBUFFERED": "1",
+            "VDI_CONSOLE_RECHECK_SECONDS": "2",
         }
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -82,6 +84,8 @@ class LiveStack:
         raise RuntimeError(f"the live stack did not come up in 60 s; see {self.log_dir}")
 
     def stop(self):
+        subprocess.run([str(BIN / "celery"), "-A", "config", "purge", "-f"], cwd=ROOT, env=self.env(),
+                       capture_output=True)
         for process in self.processes:
             process.terminate()
         for process in self.processes:

@@ -1,19 +1,32 @@
 """A TCP server on loopback standing in for a guest's console port where a test needs to
-control the stream (echo, or an endless flood to measure backpressure)."""
+control the stream (echo, or an endless flood to measure backpressure).
+
+By default it opens like QEMU's VNC server with a password: RFB 3.8, "VNC authentication"
+only, checking the DES answer; then echoes or floods. `vnc_password=None` offers "None";
+`rfb=False` skips RFB altogether (a SPICE channel's stand-in: plain echo)."""
 
 import asyncio
 import os
+import secrets
+import struct
 import threading
+
+from broker.console.rfb import vnc_auth_response
 
 BANNER = b"RFB 003.008\n"
 
 
 class StreamServer:
-    def __init__(self, mode: str = "echo"):
+    def __init__(self, mode: str = "echo", *, vnc_password: str | None = "", rfb: bool = True):
         assert mode in ("echo", "flood")
         self.mode = mode
+        self.rfb = rfb
+        # "" picks a random password, as the broker's domains have from their first boot.
+        self.vnc_password = secrets.token_urlsafe(6)[:8] if vnc_password == "" else vnc_password
         self.bytes_sent = 0
         self.connections = 0
+        self.logins = 0
+        self.logins_refused = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -43,10 +56,32 @@ class StreamServer:
         self._ready.set()
         self._loop.run_forever()
 
+    async def _vnc_login(self, reader, writer) -> bool:
+        writer.write(BANNER)
+        await reader.readexactly(12)
+        if self.vnc_password is None:
+            writer.write(bytes([1, 1]))
+            await reader.readexactly(1)
+        else:
+            writer.write(bytes([1, 2]))
+            await reader.readexactly(1)
+            challenge = os.urandom(16)
+            writer.write(challenge)
+            if await reader.readexactly(16) != vnc_auth_response(self.vnc_password, challenge):
+                self.logins_refused += 1
+                reason = b"Authentication failed"
+                writer.write(struct.pack(">II", 1, len(reason)) + reason)
+                await writer.drain()
+                return False
+        writer.write(struct.pack(">I", 0))
+        self.logins += 1
+        return True
+
     async def _serve(self, reader, writer):
         self.connections += 1
-        writer.write(BANNER)
         try:
+            if self.rfb and not await self._vnc_login(reader, writer):
+                return
             if self.mode == "echo":
                 while data := await reader.read(65536):
                     writer.write(data)
@@ -57,7 +92,7 @@ class StreamServer:
                     writer.write(chunk)
                     await writer.drain()  # blocks as soon as nobody reads: that is what we measure
                     self.bytes_sent += len(chunk)
-        except (ConnectionError, OSError, asyncio.CancelledError):
+        except (ConnectionError, OSError, asyncio.CancelledError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()

@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--image", default=os.environ.get(
-            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v1.qcow2"))
+            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v2.qcow2"))
         parser.add_argument("--libvirt-uri", default=os.environ.get("VDI_LIBVIRT_URI", "qemu:///system"))
         parser.add_argument("--domain-type", default=os.environ.get("VDI_DOMAIN_TYPE", "qemu"),
                             choices=["kvm", "qemu"])
@@ -51,8 +51,23 @@ class Command(BaseCommand):
                 "memory_mib": 256,
             },
         )
+        kiosk, _ = Pool.objects.get_or_create(
+            name="kiosk",
+            defaults={
+                "display_name": "Kiosk desktop",
+                "description": "A fresh desktop at every launch, wiped when you log off. One is kept ready.",
+                "image": image,
+                "kind": Pool.Kind.FLOATING,
+                "vcpus": 1,
+                "memory_mib": 256,
+                "min_spares": 1,
+                "max_desktops": 4,
+                "disconnect_timeout_minutes": 15,
+            },
+        )
         employees, _ = Group.objects.get_or_create(name="Employees")
-        Entitlement.objects.get_or_create(pool=pool, group=employees)
+        for offered in (pool, kiosk):
+            Entitlement.objects.get_or_create(pool=offered, group=employees)
 
         lines = []
         demo_user = self._account(os.environ.get("VDI_DEMO_USER", "demo"), "VDI_DEMO_PASSWORD", staff=False,

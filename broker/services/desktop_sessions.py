@@ -1,0 +1,58 @@
+"""When a user is done with a desktop: wipe a floating one, power off a dedicated one.
+
+"Done" is an explicit log off in the portal, or no console open for longer than the pool's
+disconnect timeout (counted from the last console closed, or from the assignment if the user
+never connected).
+"""
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from ..models import ConsoleSession, Desktop, DesktopState, Pool
+
+S = DesktopState
+
+
+def end_desktop_session(*, desktop: Desktop, actor=None, reason: str) -> None:
+    """The user is done: reset a floating desktop (a fresh one replaces it), power off a
+    dedicated one. Consoles close at once either way."""
+    from .. import tasks
+
+    if desktop.pool.kind == Pool.Kind.FLOATING:
+        if desktop.transition(S.DELETING, expected={S.RUNNING, S.STOPPED, S.FAILED, S.QUEUED, S.CLONING,
+                                                    S.STARTING},
+                              message=f"reset: {reason}", actor=actor):
+            # Detach the user now: their next launch gets a fresh desktop, never this one.
+            Desktop.objects.filter(pk=desktop.pk).update(user=None)
+            transaction.on_commit(lambda: tasks.delete_desktop_task.delay(desktop.pk))
+    elif desktop.state == S.RUNNING:
+        transaction.on_commit(lambda: tasks.stop_desktop_task.delay(desktop.pk, reason))
+
+
+def desktops_disconnected_too_long(*, now=None):
+    """Assigned, running desktops whose pool has a disconnect timeout that has passed."""
+    now = now or timezone.now()
+    candidates = (
+        Desktop.objects.filter(state=S.RUNNING, user__isnull=False, pool__disconnect_timeout_minutes__isnull=False)
+        .select_related("pool")
+        .annotate(last_closed=Max("console_sessions__closed_at"))
+    )
+    for desktop in candidates:
+        if ConsoleSession.objects.filter(desktop=desktop, closed_at__isnull=True).exists():
+            continue  # someone is connected
+        idle_since = max(filter(None, [desktop.last_closed, desktop.assigned_at, desktop.state_changed_at]))
+        if now - idle_since >= timedelta(minutes=desktop.pool.disconnect_timeout_minutes):
+            yield desktop
+
+
+def enforce_disconnect_timeouts(*, now=None) -> int:
+    count = 0
+    for desktop in desktops_disconnected_too_long(now=now):
+        minutes = desktop.pool.disconnect_timeout_minutes
+        end_desktop_session(desktop=desktop, reason=f"disconnected for more than {minutes} min")
+        count += 1
+    return count
+

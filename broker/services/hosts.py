@@ -1,0 +1,125 @@
+"""Hosts: is each one answering, how big is it, and does what it runs match the broker's books.
+
+`reconcile_host` compares the database with the host's libvirt: domains and volumes carrying
+the broker's name prefix that no desktop owns (left by a crash) are removed; desktops whose
+domain vanished are marked failed (a spare is then replaced by its pool; a user's desktop is
+rebuilt at their next launch, keeping its data disk if that survived); desktops stuck in a
+transitional state are retried, then failed. Every action is an event row.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..hypervisor import HostUnreachable, driver_for_host
+from ..models import BrokerEvent, Desktop, DesktopState, Host
+from ..models.desktops import TRANSITIONAL_STATES
+
+log = logging.getLogger(__name__)
+S = DesktopState
+STUCK_AFTER = timedelta(minutes=10)
+MAX_PROVISIONING_ATTEMPTS = 3
+
+
+def check_host(*, host_id: int) -> Host:
+    """Ask the host for its size; mark it online or offline (with an event on each change)."""
+    host = Host.objects.get(pk=host_id)
+    now = timezone.now()
+    try:
+        capacity = driver_for_host(host).host_capacity()
+    except HostUnreachable as exc:
+        if Host.objects.filter(pk=host.pk, is_online=True).update(is_online=False, last_error=str(exc),
+                                                                   last_checked_at=now):
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
+                                       message=f"host went offline: {exc}")
+        else:
+            Host.objects.filter(pk=host.pk).update(last_error=str(exc), last_checked_at=now)
+        return Host.objects.get(pk=host.pk)
+    if Host.objects.filter(pk=host.pk, is_online=False).update(is_online=True):
+        BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host, message="host is back online")
+    Host.objects.filter(pk=host.pk).update(cpus=capacity.cpus, memory_mib=capacity.memory_mib, last_error="",
+                                           last_checked_at=now)
+    return Host.objects.get(pk=host.pk)
+
+
+def reconcile_host(*, host_id: int, now=None) -> dict:
+    from .. import tasks
+
+    host = Host.objects.get(pk=host_id)
+    now = now or timezone.now()
+    driver = driver_for_host(host)
+    prefix = settings.VDI_NAME_PREFIX
+    done = {"orphan_domains": [], "orphan_volumes": [], "vanished": [], "powered_off": [], "retried": [],
+            "failed": []}
+
+    desktops = {d.name: d for d in Desktop.objects.filter(host=host).exclude(state=S.DELETED)}
+    # Rows created but not yet committed by another process could look like orphans for a
+    # moment: only judge domains and volumes against rows that exist now AND recent creations.
+    recently_created = set(Desktop.objects.filter(created_at__gte=now - timedelta(minutes=2))
+                           .values_list("name", flat=True))
+    domains = {d.name: d for d in driver.list_domains()}
+
+    for name in sorted(domains):
+        if name.startswith(prefix) and name not in desktops and name not in recently_created:
+            driver.undefine_domain(name)
+            done["orphan_domains"].append(name)
+            _event(host, f"removed orphan domain {name} (no desktop owns it)")
+
+    owned_volumes = set()
+    for desktop in desktops.values():
+        owned_volumes.update({desktop.volume_name, desktop.data_volume_name})
+    for volume in driver.list_volumes(pool=host.storage_pool):
+        base = volume.name.removesuffix(".qcow2").removesuffix("-data")
+        if (volume.name.startswith(prefix) and volume.name not in owned_volumes
+                and base not in recently_created):
+            driver.delete_volume(pool=host.storage_pool, name=volume.name)
+            done["orphan_volumes"].append(volume.name)
+            _event(host, f"removed orphan volume {volume.name}")
+
+    for desktop in desktops.values():
+        domain = domains.get(desktop.name)
+        if desktop.state in (S.RUNNING, S.STOPPED, S.STOPPING) and domain is None:
+            if desktop.transition(S.FAILED, expected=desktop.state, message="domain vanished from the host",
+                                  last_error="its virtual machine vanished from the host"):
+                done["vanished"].append(desktop.name)
+        elif desktop.state == S.RUNNING and domain is not None and domain.state == "shutoff":
+            if desktop.transition(S.STOPPED, expected=S.RUNNING, message="the guest powered itself off",
+                                  vnc_port=None, spice_port=None):
+                done["powered_off"].append(desktop.name)
+        elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
+            _unstick(desktop, done, tasks)
+    return done
+
+
+def _unstick(desktop: Desktop, done: dict, tasks) -> None:
+    minutes = int(STUCK_AFTER.total_seconds() // 60)
+    if desktop.state == S.DELETING:
+        desktop.note(f"deletion stuck for over {minutes} min; retrying")
+        transaction.on_commit(lambda: tasks.delete_desktop_task.delay(desktop.pk))
+        done["retried"].append(desktop.name)
+    elif desktop.state == S.STOPPING:
+        desktop.note(f"shutdown stuck for over {minutes} min; retrying")
+        transaction.on_commit(lambda: tasks.stop_desktop_task.delay(desktop.pk, "retrying a stuck shutdown"))
+        done["retried"].append(desktop.name)
+    elif desktop.provisioning_attempts < MAX_PROVISIONING_ATTEMPTS and desktop.state != S.RECOMPOSING:
+        desktop.note(f"stuck in {desktop.state} for over {minutes} min; retrying "
+                     f"(attempt {desktop.provisioning_attempts + 1})")
+        # Touch state_changed_at so the next pass waits again before judging it stuck.
+        Desktop.objects.filter(pk=desktop.pk).update(state_changed_at=timezone.now(),
+                                                     provisioning_attempts=desktop.provisioning_attempts + 1)
+        transaction.on_commit(lambda: tasks.provision_desktop_task.delay(desktop.pk))
+        done["retried"].append(desktop.name)
+    else:
+        from .provisioning import mark_failed
+
+        mark_failed(desktop_id=desktop.pk, error=f"stuck in {desktop.state} for over {minutes} min "
+                                                 f"after {desktop.provisioning_attempts} attempts")
+        done["failed"].append(desktop.name)
+
+
+def _event(host: Host, message: str) -> None:
+    log.info("%s: %s", host.name, message)
+    BrokerEvent.objects.create(kind=BrokerEvent.Kind.RECONCILE, host=host, message=message)

@@ -1,0 +1,76 @@
+"""Keeping each pool at its target: spares ready, never above the maximum, old images rolled
+over, failed spares cleared, and a pool that keeps failing left alone for a while."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import selectors
+from ..models import BrokerEvent, Desktop, DesktopState, Pool
+from .provisioning import new_desktop
+
+log = logging.getLogger(__name__)
+S = DesktopState
+
+
+def reconcile_pool(*, pool_id: int) -> dict:
+    """One pass over a pool; returns what it did (for the admin and the tests)."""
+    from .. import tasks
+
+    pool = Pool.objects.select_related("image").get(pk=pool_id)
+    done = {"created": 0, "rolled_over": 0, "cleared_failed": 0, "backing_off": False}
+    version = pool.image.current_version()
+
+    # Spares built from an older image version are replaced (floating and dedicated alike:
+    # nobody has used them yet). Assigned floating desktops roll over at their next reset.
+    if version is not None:
+        for spare in selectors.spares_of(pool=pool).exclude(image_version=version).filter(
+                state__in=(S.RUNNING, S.STOPPED)):
+            if spare.transition(S.DELETING, expected={S.RUNNING, S.STOPPED},
+                                message=f"spare rolled over to {version}"):
+                transaction.on_commit(lambda pk=spare.pk: tasks.delete_desktop_task.delay(pk))
+                done["rolled_over"] += 1
+
+    # Failed spares count against the pool's health and are cleared out.
+    for failed in Desktop.objects.filter(pool=pool, user__isnull=True, state=S.FAILED):
+        if failed.transition(S.DELETING, expected=S.FAILED, message="failed spare cleared by the pool"):
+            transaction.on_commit(lambda pk=failed.pk: tasks.delete_desktop_task.delay(pk))
+            done["cleared_failed"] += 1
+
+    now = timezone.now()
+    if pool.recompose_after and pool.recompose_after <= now:
+        from .recompose import recompose_pool
+
+        if Pool.objects.filter(pk=pool.pk, recompose_after=pool.recompose_after).update(recompose_after=None):
+            done["recomposing"] = recompose_pool(pool=pool)
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.POOL, pool=pool,
+                                       message=f"maintenance window: recomposing {done['recomposing']} desktop(s)")
+    if pool.backoff_until and pool.backoff_until > now:
+        done["backing_off"] = True
+    elif pool.is_enabled and version is not None:
+        done["created"] = _top_up_spares(pool, version)
+    Pool.objects.filter(pk=pool.pk).update(last_reconciled_at=now)
+    return done
+
+
+def _top_up_spares(pool: Pool, version) -> int:
+    from .. import tasks
+
+    missing = pool.min_spares - selectors.spares_of(pool=pool).count()
+    room = pool.max_desktops - selectors.live_count(pool=pool)
+    created = 0
+    for _ in range(max(0, min(missing, room))):
+        host = selectors.pick_host(pool=pool)
+        if host is None:
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.POOL, pool=pool,
+                                       message="no host has room for another spare")
+            break
+        if selectors.in_flight_on(host=host) >= host.max_parallel_provisioning:
+            break  # the next pass continues once some clones have finished
+        with transaction.atomic():
+            desktop = new_desktop(pool=pool, host=host, version=version)
+            desktop.note(f"spare created on {host.name} from {version}")
+            transaction.on_commit(lambda pk=desktop.pk: tasks.provision_desktop_task.delay(pk))
+        created += 1
+    return created

@@ -1,0 +1,14 @@
+from .audit import AuditEvent
+from .directory import DirectoryAccount, DirectoryGroup
+from .sync_runs import DirectorySyncRun
+from .throttle import KnownLoginAddress, LoginFailure, LoginLockout
+
+__all__ = [
+    "AuditEvent",
+    "DirectoryAccount",
+    "DirectoryGroup",
+    "DirectorySyncRun",
+    "KnownLoginAddress",
+    "LoginFailure",
+    "LoginLockout",
+]

@@ -1,0 +1,14 @@
+"""Thin Celery tasks: take an id, call a service."""
+
+from celery import shared_task
+
+from .models import DirectorySyncRun
+from .services import sync
+
+
+@shared_task(ignore_result=True)
+def sync_directory_task(run_id: int | None = None):
+    """The periodic sync (no id: a run row is made here) or one an admin queued (its row's id)."""
+    if run_id is None:
+        run_id = sync.queue_sync(trigger=DirectorySyncRun.Trigger.SCHEDULE).pk
+    sync.run_directory_sync(run_id=run_id)

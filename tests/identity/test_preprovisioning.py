@@ -1,0 +1,63 @@
+"""An admin can have a desktop made for each member of an entitled group before they log in."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from broker.models import Desktop, DesktopState, Pool
+from identity.models import AuditEvent, DirectoryGroup
+from identity.services.preprovision import PreprovisionRefused, preprovision_pool_for_group
+from tests.identity.conftest import run_sync
+
+User = get_user_model()
+
+
+def test_one_desktop_is_requested_per_active_member_and_only_once(use_ldap, company,
+                                                                  django_capture_on_commit_callbacks):
+    run_sync()  # Engineering: alice, bob, dave (through Contractors), root
+    User.objects.filter(username="root").update(is_active=False)
+
+    with django_capture_on_commit_callbacks(execute=False) as tasks:
+        first = preprovision_pool_for_group(pool=company.eng_pool, group=company.engineering)
+    with django_capture_on_commit_callbacks(execute=False) as again_tasks:
+        again = preprovision_pool_for_group(pool=company.eng_pool, group=company.engineering)
+
+    owners = set(Desktop.objects.filter(pool=company.eng_pool).values_list("user__username", flat=True))
+    assert owners == {"alice", "bob", "dave"}
+    assert all(d.state == DesktopState.QUEUED for d in Desktop.objects.all())
+    assert (first.requested, len(tasks)) == (3, 3)  # one provisioning task each, sent on commit
+    assert (again.requested, again.already_had_one, again_tasks) == (0, 3, [])
+
+
+def test_a_group_not_entitled_to_the_pool_is_refused(use_ldap, company):
+    run_sync()
+
+    with pytest.raises(PreprovisionRefused):
+        preprovision_pool_for_group(pool=company.fin_pool, group=company.engineering)
+    assert not Desktop.objects.exists()
+
+
+def test_a_floating_pool_is_refused(use_ldap, company):
+    from broker.models import Entitlement
+
+    floating = Pool.objects.create(name="float", display_name="Floating", image=company.image,
+                                   kind=Pool.Kind.FLOATING)
+    Entitlement.objects.create(pool=floating, group=company.finance)
+
+    with pytest.raises(PreprovisionRefused):
+        preprovision_pool_for_group(pool=floating, group=company.finance)
+
+
+def test_the_admin_preprovisions_from_the_directory_groups_page(use_ldap, company, admin_client,
+                                                                django_capture_on_commit_callbacks):
+    run_sync()
+    finance = DirectoryGroup.objects.get(name="Finance")
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = admin_client.post(reverse("admin:identity_directorygroup_changelist"),
+                                     {"action": "preprovision_desktops", "_selected_action": [finance.pk]},
+                                     follow=True)
+
+    assert b"Finance \xe2\x86\x92 Finance desktop: 2 desktop(s) requested" in response.content
+    assert set(Desktop.objects.values_list("user__username", flat=True)) == {"bob", "carol"}
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.PREPROVISION, actor__username="admin").exists()
