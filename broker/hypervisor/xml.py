@@ -54,7 +54,7 @@ def domain_xml(spec: DomainSpec) -> str:
         _sub(data, "target", dev="vdb", bus="virtio")
     if spec.serial_log_path:
         serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=spec.serial_log_path, append="on")
+        _sub(serial, "source", path=spec.serial_log_path, append="off")  # one boot per log
         _sub(serial, "target", port="0")
     # A tablet gives absolute pointer positions, so the browser's cursor and the guest's agree.
     _sub(devices, "input", type="tablet", bus="usb")
