@@ -114,3 +114,14 @@ def test_recompose_rebuilds_the_system_disk_and_keeps_the_users_data(live_stack,
         import os
 
         os.remove(v2_path)
+
+
+def test_a_finished_clone_lets_the_pool_fill_its_slot_at_once(live_stack, floating, host):
+    """Spares are refilled as clones finish, not at the next periodic pass (30 s)."""
+    host.max_parallel_provisioning = 1
+    host.save()
+    floating.min_spares = 2
+    floating.save()
+    assert reconcile_pool(pool_id=floating.pk)["created"] == 1  # one in flight per host
+    wait_until(lambda: Desktop.objects.filter(pool=floating, state=S.RUNNING).count() == 2, timeout=60,
+               what="the second spare, created when the first one finished")

@@ -55,6 +55,14 @@ def reconcile_pool(*, pool_id: int) -> dict:
 
 
 def _top_up_spares(pool: Pool, version) -> int:
+    with transaction.atomic():
+        # Passes run from the beat and after every finished clone: one at a time per pool
+        # (a row lock on PostgreSQL, the write lock on SQLite), so they never overshoot.
+        Pool.objects.select_for_update().filter(pk=pool.pk).first()
+        return _create_missing_spares(pool, version)
+
+
+def _create_missing_spares(pool: Pool, version) -> int:
     from .. import tasks
 
     missing = pool.min_spares - selectors.spares_of(pool=pool).count()

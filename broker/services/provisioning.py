@@ -262,10 +262,21 @@ def domain_exists(desktop: Desktop) -> bool:
 
 def _provisioning_succeeded(pool: Pool) -> None:
     Pool.objects.filter(pk=pool.pk, consecutive_failures__gt=0).update(consecutive_failures=0, backoff_until=None)
+    _refill_soon(pool)
+
+
+def _refill_soon(pool: Pool) -> None:
+    """A provisioning slot on the host just freed up: let the pool fill it now, not at the next
+    periodic pass (with 4 clones in flight and a 30 s beat, 20 spares took 121 s that way)."""
+    if pool.min_spares:
+        from .. import tasks
+
+        transaction.on_commit(lambda: tasks.reconcile_pool_task.delay(pool.pk))
 
 
 def _provisioning_failed(pool: Pool, error: str) -> None:
     Pool.objects.filter(pk=pool.pk).update(consecutive_failures=F("consecutive_failures") + 1)
+    _refill_soon(pool)  # after three failures in a row the pool backs off instead
     failures = Pool.objects.values_list("consecutive_failures", flat=True).get(pk=pool.pk)
     if failures >= FAILURES_BEFORE_BACKOFF:
         wait = min(timedelta(minutes=2 ** (failures - FAILURES_BEFORE_BACKOFF)), MAX_BACKOFF)
