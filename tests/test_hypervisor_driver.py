@@ -59,6 +59,13 @@ def test_it_returns_the_existing_volume_when_a_clone_is_repeated():
     assert [v.name for v in driver.list_volumes(pool="default-pool")].count(name) == 1
 
 
+def test_it_makes_a_full_copy_when_asked():
+    driver = LibvirtDriver(TEST_URI)
+    golden = driver.create_volume(pool="default-pool", name=unique() + ".qcow2", capacity_bytes=2**30)
+    copy = driver.clone_volume(pool="default-pool", name=unique() + ".qcow2", base_path=golden.path, linked=False)
+    assert copy.capacity_bytes == golden.capacity_bytes and copy.path != golden.path
+
+
 def test_it_refuses_a_missing_golden_image():
     driver = LibvirtDriver(TEST_URI)
     with pytest.raises(ImageUnavailable, match="is not on"):

@@ -1,8 +1,6 @@
 """Pools on the real stack: spares, floating resets that really wipe, dedicated desktops that
 keep their data disk across a recompose, placement, and pools that fail without looping."""
 
-import shutil
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,17 +8,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from broker.hypervisor import driver_for_uri
 from broker.models import BrokerEvent, ConsoleSession, Desktop, DesktopState, Entitlement, GoldenImageVersion, Host, Pool
 from broker.selectors import pick_host
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session, enforce_disconnect_timeouts
 from broker.services.errors import LaunchRefused
-from broker.services.images import publish_image_version
 from broker.services.pools import reconcile_pool
-from broker.services.recompose import recompose_pool
-from tests.support.guest_typist import type_into_guest
-from tests.support.waiting import file_contains, wait_for_guest_shell, wait_for_state, wait_until
 
 S = DesktopState
 # Task sending is captured (not executed) by django_capture_on_commit_callbacks: these tests

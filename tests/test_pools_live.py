@@ -11,11 +11,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from broker.hypervisor import driver_for_uri
-from broker.models import BrokerEvent, ConsoleSession, Desktop, DesktopState, Entitlement, GoldenImageVersion, Host, Pool
-from broker.selectors import pick_host
+from broker.models import Desktop, DesktopState, Entitlement, Pool
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session, enforce_disconnect_timeouts
-from broker.services.errors import LaunchRefused
 from broker.services.images import publish_image_version
 from broker.services.pools import reconcile_pool
 from broker.services.recompose import recompose_pool
@@ -125,3 +123,19 @@ def test_a_finished_clone_lets_the_pool_fill_its_slot_at_once(live_stack, floati
     assert reconcile_pool(pool_id=floating.pk)["created"] == 1  # one in flight per host
     wait_until(lambda: Desktop.objects.filter(pool=floating, state=S.RUNNING).count() == 2, timeout=60,
                what="the second spare, created when the first one finished")
+
+
+def test_a_dedicated_desktop_left_disconnected_is_powered_off_and_starts_again_on_launch(live_stack, pool,
+                                                                                         employee):
+
+    desktop = wait_for_state(launch_desktop(user=employee, pool=pool), S.RUNNING)
+    long_ago = timezone.now() - timedelta(minutes=pool.disconnect_timeout_minutes + 1)
+    Desktop.objects.filter(pk=desktop.pk).update(assigned_at=long_ago, state_changed_at=long_ago)
+    assert enforce_disconnect_timeouts() == 1
+    # The demo guest has no ACPI daemon: after the grace period the broker powers it off.
+    desktop = wait_for_state(desktop, S.STOPPED, timeout=60)
+    assert driver_for_uri("qemu:///system").domain_info(desktop.name).state == "shutoff"
+    assert desktop.data_volume_name  # its disks stay
+    again = launch_desktop(user=employee, pool=pool)
+    assert again.pk == desktop.pk
+    wait_for_state(again, S.RUNNING)
