@@ -11,6 +11,7 @@ no compression, no size limit, subprotocol `binary`, no keepalive pings (browser
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import statistics
 import struct
@@ -121,7 +122,7 @@ class Session:
     ticket: object = None  # what prepare() gave for it (gateway: its slot and token)
 
 
-class Peer:
+class Peer(abc.ABC):
     """How a browser reaches the VM through one relay. `prepare` hands out what `open` needs."""
 
     name = "?"
@@ -139,8 +140,9 @@ class Peer:
         """Seconds spent issuing tickets so far (the portal's work, not the relay's)."""
         return 0.0
 
+    @abc.abstractmethod
     async def connect(self, ticket) -> object:
-        raise NotImplementedError
+        """Open the byte stream to the VM as this peer does (websocket or TCP)."""
 
     async def open(self, ticket=None) -> Session:
         started = time.perf_counter()
