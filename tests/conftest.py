@@ -85,6 +85,17 @@ def pool(image):
 
 
 @pytest.fixture
+def floating(image, employees_group):
+    """A floating pool (one spare, at most three desktops) offered to the Employees group."""
+    from broker.models import Entitlement, Pool
+
+    pool = Pool.objects.create(name="float", display_name="Call centre", image=image, kind=Pool.Kind.FLOATING,
+                               min_spares=1, max_desktops=3)
+    Entitlement.objects.create(pool=pool, group=employees_group)
+    return pool
+
+
+@pytest.fixture
 def employees_group(db):
     from django.contrib.auth.models import Group
 

@@ -5,10 +5,9 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from broker.models import BrokerEvent, ConsoleSession, Desktop, DesktopState, Entitlement, GoldenImageVersion, Host, Pool
+from broker.models import BrokerEvent, ConsoleSession, Desktop, DesktopState, GoldenImageVersion, Host, Pool
 from broker.selectors import pick_host
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session, enforce_disconnect_timeouts
@@ -19,24 +18,6 @@ S = DesktopState
 # Task sending is captured (not executed) by django_capture_on_commit_callbacks: these tests
 # check the broker's decisions; tests/test_pools_live.py runs the same paths with a worker.
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def floating(image, employees_group):
-    pool = Pool.objects.create(name="float", display_name="Call centre", image=image, kind=Pool.Kind.FLOATING,
-                               min_spares=1, max_desktops=3)
-    Entitlement.objects.create(pool=pool, group=employees_group)
-    return pool
-
-
-def volume_path(desktop, name=None):
-    return f"{desktop.host.storage_path}/{name or desktop.volume_name}"
-
-
-def make_user(name, group):
-    user = get_user_model().objects.create_user(name, password="pw-" + name)
-    user.groups.add(group)
-    return user
 
 
 def test_logging_off_a_floating_desktop_detaches_it_at_once(floating, employee, host,

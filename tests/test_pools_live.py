@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from broker.hypervisor import driver_for_uri
-from broker.models import Desktop, DesktopState, Entitlement, Pool
+from broker.models import Desktop, DesktopState
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session, enforce_disconnect_timeouts
 from broker.services.images import publish_image_version
@@ -24,22 +23,8 @@ S = DesktopState
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.libvirt]
 
 
-@pytest.fixture
-def floating(image, employees_group):
-    pool = Pool.objects.create(name="float", display_name="Call centre", image=image, kind=Pool.Kind.FLOATING,
-                               min_spares=1, max_desktops=3)
-    Entitlement.objects.create(pool=pool, group=employees_group)
-    return pool
-
-
 def volume_path(desktop, name=None):
     return f"{desktop.host.storage_path}/{name or desktop.volume_name}"
-
-
-def make_user(name, group):
-    user = get_user_model().objects.create_user(name, password="pw-" + name)
-    user.groups.add(group)
-    return user
 
 
 @pytest.mark.libvirt
