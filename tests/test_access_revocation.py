@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from broker.models import Desktop, DesktopState, Entitlement
 from broker.services.tickets import issue_console_ticket
 from broker.tasks import delete_desktops_past_their_hold_task
+from tests.support.threads import closing_connection
 from tests.support.console_client import open_console, vnc_login_as_browser
 from tests.support.stream_server import StreamServer
 
@@ -49,7 +50,7 @@ def console_closed_by(stack, desktop, user, client, action, server) -> tuple[int
         ws = await open_console(stack, desktop.pk, ticket, cookie=cookie)
         await vnc_login_as_browser(ws)
         await asyncio.sleep(0.3)  # the gateway has joined its control groups
-        await asyncio.get_running_loop().run_in_executor(None, action)
+        await asyncio.get_running_loop().run_in_executor(None, closing_connection(action))
         try:
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
