@@ -136,6 +136,23 @@ def running_desktop(employee, pool):
     delete_desktop(desktop_id=desktop.pk)
 
 
+@pytest.fixture
+def echo_server():
+    """A loopback server speaking RFB (VNC authentication) and then echoing: a console port we
+    control, for tests about the gateway alone."""
+    from tests.support.stream_server import StreamServer
+
+    with StreamServer("echo") as server:
+        yield server
+
+
+@pytest.fixture
+def echo_desktop(pool, employee, host, echo_server):
+    from tests.support.desktops import running_desktop_on
+
+    return running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-echo")
+
+
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, django_db_blocker):
     """uvicorn serving the ASGI app and a Celery worker, both on the test database."""

@@ -15,23 +15,15 @@ from broker.services.tickets import issue_console_ticket
 from broker.tasks import delete_desktops_past_their_hold_task
 from tests.support.threads import closing_connection
 from tests.support.console_client import open_console, vnc_login_as_browser
-from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def echo_server():
-    with StreamServer("echo") as server:
-        yield server
 
 
 @pytest.fixture
-def desktop(pool, employee, host, echo_server):
-    return Desktop.objects.create(
-        pool=pool, user=employee, host=host, image_version=pool.image.current_version(), name="vditest-access",
-        state=DesktopState.RUNNING, vnc_port=echo_server.port,
-    )
+def desktop(echo_desktop):
+    return echo_desktop
 
 
 def logged_in_client(user) -> Client:

@@ -19,19 +19,11 @@ from tests.support.stream_server import BANNER, StreamServer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def echo_server():
-    with StreamServer("echo") as server:
-        yield server
 
 
 @pytest.fixture
-def fake_desktop(pool, employee, host, echo_server):
-    """A desktop row whose console port is our echo server, for tests about the gateway alone."""
-    return Desktop.objects.create(
-        pool=pool, user=employee, host=host, image_version=pool.image.current_version(), name="vditest-fake",
-        state=DesktopState.RUNNING, vnc_port=echo_server.port,
-    )
+def fake_desktop(echo_desktop):
+    return echo_desktop
 
 
 def ticket_for(stack, user, desktop, cookie, server=None):

@@ -11,13 +11,11 @@ from urllib.request import urlopen
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from broker.models import Desktop, DesktopState
 from broker.services import console_control
 from broker.services.tickets import issue_console_ticket
 from tests.support.console_client import open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.gateway_tier import GatewayProcess
 from tests.support.stack import ROOT
-from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,16 +26,11 @@ def tier(live_stack):
         yield gateway
 
 
-@pytest.fixture
-def echo_server():
-    with StreamServer("echo") as server:
-        yield server
 
 
 @pytest.fixture
-def desktop(pool, employee, host, echo_server):
-    return Desktop.objects.create(pool=pool, user=employee, host=host, image_version=pool.image.current_version(),
-                                  name="vditest-tier", state=DesktopState.RUNNING, vnc_port=echo_server.port)
+def desktop(echo_desktop):
+    return echo_desktop
 
 
 def ticket(stack, user, desktop, cookie, server):

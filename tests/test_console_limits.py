@@ -8,10 +8,10 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from broker.models import ConsoleSession, Desktop, DesktopState
+from broker.models import ConsoleSession
 from broker.services.tickets import issue_console_ticket
+from tests.support.desktops import running_desktop_on
 from tests.support.console_client import open_console, session_cookie, vnc_login_as_browser
-from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,19 +23,8 @@ UPDATE_REQUEST = bytes([3, 1, 0, 0, 0, 0, 0, 10, 0, 10])
 
 
 @pytest.fixture
-def echo_server():
-    with StreamServer("echo") as server:
-        yield server
-
-
-def make_desktop(pool, user, host, server, name):
-    return Desktop.objects.create(pool=pool, user=user, host=host, image_version=pool.image.current_version(),
-                                  name=name, state=DesktopState.RUNNING, vnc_port=server.port)
-
-
-@pytest.fixture
 def desktop(pool, employee, host, echo_server):
-    return make_desktop(pool, employee, host, echo_server, "vditest-limits")
+    return running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-limits")
 
 
 async def logged_in_console(stack, desktop, user, cookie, server):
@@ -75,7 +64,7 @@ def refusal_of_one_more(stack, desktop, user, server, open_first: int) -> tuple[
 def test_a_user_may_have_only_so_many_consoles_open(live_stack, pool, employee, host, echo_server):
     pool.console_max_per_user, pool.console_max_per_desktop = 2, 5
     pool.save()
-    second_pool_desktop = make_desktop(pool, employee, host, echo_server, "vditest-limits-2")
+    second_pool_desktop = running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-limits-2")
     cookie = session_cookie(employee)
 
     async def attempt():

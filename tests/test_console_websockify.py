@@ -9,11 +9,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from broker.console import rfb
-from broker.models import Desktop, DesktopState
+from broker.models import Desktop
 from broker.services.tickets import issue_console_ticket
 from tests.support.console_client import WebsocketBytes, open_console, session_cookie
 from tests.support.gateway_tier import GatewayProcess
-from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,16 +23,11 @@ def websockify(live_stack):
         yield gateway
 
 
-@pytest.fixture
-def echo_server():
-    with StreamServer("echo") as server:
-        yield server
 
 
 @pytest.fixture
-def desktop(pool, employee, host, echo_server):
-    return Desktop.objects.create(pool=pool, user=employee, host=host, image_version=pool.image.current_version(),
-                                  name="vditest-websockify", state=DesktopState.RUNNING, vnc_port=echo_server.port)
+def desktop(echo_desktop):
+    return echo_desktop
 
 
 def ticket(stack, user, desktop, cookie, server, protocol="vnc"):
