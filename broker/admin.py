@@ -28,18 +28,18 @@ class HostAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)")
     def drain(self, request, queryset):
-        for host in queryset.filter(in_maintenance=False):
-            Host.objects.filter(pk=host.pk).update(in_maintenance=True)
-            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
-                                       message=f"drained by {request.user.get_username()}")
+        from .services.hosts import set_host_maintenance
+
+        for host in queryset:
+            set_host_maintenance(host=host, in_maintenance=True, actor=request.user)
         self.message_user(request, "New desktops go to other hosts now; desktops already here keep running.")
 
     @admin.action(description="End maintenance (accept new desktops again)")
     def end_maintenance(self, request, queryset):
-        for host in queryset.filter(in_maintenance=True):
-            Host.objects.filter(pk=host.pk).update(in_maintenance=False)
-            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
-                                       message=f"maintenance ended by {request.user.get_username()}")
+        from .services.hosts import set_host_maintenance
+
+        for host in queryset:
+            set_host_maintenance(host=host, in_maintenance=False, actor=request.user)
         self.message_user(request, "The hosts accept new desktops again.")
 
     @admin.action(description="Check now (is it answering, how big is it)")

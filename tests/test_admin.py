@@ -99,3 +99,18 @@ def test_the_pool_overview_shows_desktops_by_state(admin, pool, desktop):
     assert "cloning: 1" in content
     listing = admin.get(reverse("admin:broker_pool_changelist")).content.decode()
     assert "0 / 10" not in listing or "1 / 10" in listing
+
+
+def test_draining_a_host_stops_placements_there_and_is_recorded(admin, pool, host):
+    from broker.models import BrokerEvent
+    from broker.selectors import pick_host
+
+    url = reverse("admin:broker_host_changelist")
+    admin.post(url, {"action": "drain", "_selected_action": [host.pk]})
+    host.refresh_from_db()
+    assert host.in_maintenance and pick_host(pool=pool) is None
+    assert BrokerEvent.objects.filter(host=host, message="drained by root").exists()
+    admin.post(url, {"action": "end_maintenance", "_selected_action": [host.pk]})
+    host.refresh_from_db()
+    assert not host.in_maintenance and pick_host(pool=pool) == host
+    assert BrokerEvent.objects.filter(host=host, kind=BrokerEvent.Kind.HOST).count() == 2

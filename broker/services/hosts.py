@@ -45,6 +45,17 @@ def check_host(*, host_id: int) -> Host:
     return Host.objects.get(pk=host.pk)
 
 
+def set_host_maintenance(*, host: Host, in_maintenance: bool, actor=None) -> bool:
+    """Drain a host (no new desktops; running ones stay) or end its maintenance. Returns False
+    if it already was in that state."""
+    if not Host.objects.filter(pk=host.pk, in_maintenance=not in_maintenance).update(in_maintenance=in_maintenance):
+        return False
+    who = actor.get_username() if actor else "the broker"
+    BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
+                               message=f"{'drained' if in_maintenance else 'maintenance ended'} by {who}")
+    return True
+
+
 def reconcile_host(*, host_id: int, now=None) -> dict:
     from .. import tasks
 
