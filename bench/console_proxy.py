@@ -355,7 +355,7 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     progress(f"migrating a fresh database; {slot_count} users, login sessions and running desktops")
     migrate(given_database=bool(args.database_url))
     state["rows_in_given_database"] = bool(args.database_url)
-    slots = create_slots(count=slot_count, vm_port=vm_port)
+    slots = create_slots(count=slot_count, vm_port=vm_port, node_file=var_dir / "bench-node.xml")
 
     portal_port, websockify_port = procs.free_port(), procs.free_port()
     progress(f"starting uvicorn as `make run` does, on port {portal_port}")
@@ -408,11 +408,13 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     def loads(values):
         return " / ".join(f"{x:.2f}" for x in values)
 
+    from config.serve import CONSOLE_OPTIONS
+
     context = [
         f"console proxy bench: {os.cpu_count()} CPUs, load at start {loads(load_at_start)} and at the end "
         f"{loads(os.getloadavg())} (1/5/15 min), {args.rounds} rounds interleaved (medians), "
         f"{time.perf_counter() - started:.0f} s of measuring, open files {nofile}",
-        f"gateway: uvicorn --ws websockets-sansio --ws-per-message-deflate false --no-access-log (pid "
+        f"gateway: python -m config.serve (uvicorn {' '.join(CONSOLE_OPTIONS)}) (pid "
         f"{uvicorn.pid}); websockify {procs.websockify_version()} (pid {websockify.pid}); fake VM security "
         f"{args.vm_security}",
         "security the browser negotiated: " + ", ".join(f"{p.name} {p.security_names()}" for p in peers),

@@ -3,7 +3,9 @@
 Everything a browser needs to reach the gateway as deployed: a user with a real Django login
 session (its cookie), a running desktop whose console port is the bench's fake VM, and a
 one-time console ticket per connection issued by broker.services.tickets, bound to the
-portal's origin. One user with one desktop per console slot, so that per-user and
+portal's origin. The desktops' VMs are domains of libvirt's test driver, read from a node
+file (test:///<file>) whose graphics port is the fake VM's: the gateway resolves every
+console's port from that live definition when it connects, as it does against QEMU. One user with one desktop per console slot, so that per-user and
 per-desktop console limits never refuse a bench connection.
 """
 
@@ -62,7 +64,27 @@ def migrate(*, given_database: bool) -> None:
         raise RuntimeError("--database-url must name an empty database (it has hosts already)")
 
 
-def create_slots(*, count: int, vm_port: int) -> list[Slot]:
+NODE_DOMAIN = """  <domain type='test'>
+    <name>{name}</name>
+    <memory>65536</memory>
+    <os><type>hvm</type></os>
+    <devices><graphics type='vnc' port='{port}' autoport='no' listen='127.0.0.1'/></devices>
+  </domain>
+"""
+
+
+def desktop_name(i: int) -> str:
+    return f"{NAME_PREFIX}console-{i:04d}"
+
+
+def write_node_file(path: Path, *, count: int, vm_port: int) -> str:
+    """libvirt's test driver node with `count` running domains on the fake VM's port; its URI."""
+    path.write_text("<node>\n" + "".join(NODE_DOMAIN.format(name=desktop_name(i), port=vm_port)
+                                         for i in range(count)) + "</node>\n")
+    return f"test://{path}"
+
+
+def create_slots(*, count: int, vm_port: int, node_file: Path) -> list[Slot]:
     """`count` users, each entitled to the bench pool, logged in, with a running desktop."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
@@ -72,8 +94,8 @@ def create_slots(*, count: int, vm_port: int) -> list[Slot]:
 
     User = get_user_model()
     with transaction.atomic():
-        host = Host.objects.create(name="local", libvirt_uri="test:///default", domain_type="qemu",
-                                   console_address="127.0.0.1")
+        host = Host.objects.create(name="console-bench", domain_type="qemu", console_address="127.0.0.1",
+                                   libvirt_uri=write_node_file(node_file, count=count, vm_port=vm_port))
         image = GoldenImage.objects.create(name="bench-console", display_name="Console bench")
         # No libvirt check: no desktop is ever cloned from it.
         version = GoldenImageVersion.objects.create(image=image, number=1, path="/nonexistent/bench.qcow2")
@@ -85,7 +107,7 @@ def create_slots(*, count: int, vm_port: int) -> list[Slot]:
             users = list(User.objects.filter(username__startswith=NAME_PREFIX).order_by("username"))
         Entitlement.objects.bulk_create([Entitlement(pool=pool, user=user) for user in users])
         Desktop.objects.bulk_create([
-            Desktop(pool=pool, user=user, host=host, image_version=version, name=f"{NAME_PREFIX}console-{i:04d}",
+            Desktop(pool=pool, user=user, host=host, image_version=version, name=desktop_name(i),
                     state=DesktopState.RUNNING, vnc_port=vm_port)
             for i, user in enumerate(users)
         ])
@@ -192,7 +214,7 @@ def delete_rows() -> None:
     Desktop.objects.filter(pool__name="console-bench").delete()
     Pool.objects.filter(name="console-bench").delete()
     GoldenImage.objects.filter(name="bench-console").delete()
-    Host.objects.filter(name="local", libvirt_uri="test:///default").delete()
+    Host.objects.filter(name="console-bench", libvirt_uri__startswith="test://").delete()
     user_ids = {str(pk) for pk in users.values_list("pk", flat=True)}
     for session in Session.objects.all().iterator():
         if session.get_decoded().get("_auth_user_id") in user_ids:

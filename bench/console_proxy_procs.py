@@ -168,8 +168,8 @@ def start_vm(*, env: dict, log_dir: Path, security: str, password: str | None) -
 def start_uvicorn(*, env: dict, log_dir: Path, port: int) -> Service:
     """As scripts/run.sh starts the portal (`make run`), on a port of our own."""
     service = Service("uvicorn", [
-        str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-        "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--no-access-log",
+        str(BIN / "python"), "-m", "config.serve", "config.asgi:application", "--host", "127.0.0.1",
+        "--port", str(port),
     ], env=env, log_path=log_dir / "portal.log")
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -325,12 +325,12 @@ class DesktopEventAdmin(admin.ModelAdmin):
 
 @admin.register(ConsoleSession)
 class ConsoleSessionAdmin(admin.ModelAdmin):
-    list_display = ["opened_at", "user", "desktop", "protocol", "client_address", "closed_at", "close_code",
-                    "close_reason", "bytes_to_client"]
+    list_display = ["opened_at", "user", "desktop", "protocol", "client_address", "last_seen_at", "closed_at",
+                    "close_code", "close_reason", "bytes_to_client"]
     list_filter = ["protocol", "closed_at"]
     search_fields = ["user__username", "desktop__name"]
-    readonly_fields = ["user", "desktop", "protocol", "client_address", "opened_at", "closed_at", "close_code",
-                       "close_reason", "bytes_to_client", "bytes_to_desktop"]
+    readonly_fields = ["user", "desktop", "protocol", "client_address", "opened_at", "last_seen_at", "closed_at",
+                       "close_code", "close_reason", "bytes_to_client", "bytes_to_desktop"]
 
     def has_add_permission(self, request):
         return False

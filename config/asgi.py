@@ -14,16 +14,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
 
-# Origin is checked inside the gateway (a plain ASGI app, broker/console/gateway.py), after the
-# websocket is accepted, so a refused page gets a close code and a reason it can show.
+# Origin and login are checked inside the gateway (a plain ASGI app, broker/console/gateway.py),
+# after the websocket is accepted, so a refused page gets a close code and a reason it can show.
+# No session/auth middleware: the gateway loads the login with the ticket in one database trip.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -20,9 +20,11 @@ import os
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# No libvirt here: the console port is the one the broker read from the live domain when it
+# last started (and it must equal the one the ticket's grant read live).
+os.environ.setdefault("VDI_CONSOLE_TARGET_LOOKUP", "recorded")
 django.setup()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
@@ -41,6 +43,6 @@ async def health_only(scope, receive, send):
 application = ProtocolTypeRouter(
     {
         "http": health_only,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -50,8 +50,9 @@ worker_pid=$!
 echo "$worker_pid" > "$RUN_DIR/worker.pid"
 
 say "starting the portal on http://$BIND:$PORT (log: var/log/portal.log)"
-"$VENV/bin/uvicorn" config.asgi:application --host "$BIND" --port "$PORT" --ws websockets-sansio \
-  --ws-per-message-deflate false --no-access-log >>"$LOG_DIR/portal.log" 2>&1 &
+# uvicorn with the console gateway's options (config/serve.py).
+"$VENV/bin/python" -m config.serve config.asgi:application --host "$BIND" --port "$PORT" \
+  >>"$LOG_DIR/portal.log" 2>&1 &
 portal_pid=$!
 echo "$portal_pid" > "$RUN_DIR/portal.pid"
 

@@ -150,7 +150,8 @@ def echo_server():
 def echo_desktop(pool, employee, host, echo_server):
     from tests.support.desktops import running_desktop_on
 
-    return running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-echo")
+    # SPICE on the same port: the websockify tests need a SPICE desktop to refuse.
+    return running_desktop_on(echo_server, spice_server=echo_server, pool=pool, user=employee, name="vditest-echo")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from django.utils import timezone
 from broker.models import ConsoleSession, ConsoleTicket, Desktop, DesktopState, Entitlement
 from broker.services.tickets import grant_console, issue_console_ticket
 from tests.support.console_client import WebsocketBytes, open_console, refusal, session_cookie, vnc_login_as_browser
+from tests.support.desktops import running_desktop_on
 from tests.support.measurements import write_measurement
 from tests.support.stream_server import BANNER, StreamServer
 
@@ -127,8 +128,7 @@ def test_it_refuses_a_ticket_for_another_desktop(live_stack, fake_desktop, emplo
     cookie = session_cookie(employee)
     ticket = ticket_for(live_stack, employee, fake_desktop, cookie)
     Desktop.objects.filter(pk=fake_desktop.pk).update(state=DesktopState.DELETED)
-    second = Desktop.objects.create(pool=pool, user=employee, host=host, image_version=fake_desktop.image_version,
-                                    name="vditest-fake-2", state=DesktopState.RUNNING, vnc_port=echo_server.port)
+    second = running_desktop_on(echo_server, pool=pool, user=employee, name="vditest-fake-2")
     assert refusal(live_stack, second.pk, ticket, cookie=cookie)[0] == 4404
     assert echo_server.connections == 0
 
@@ -187,10 +187,7 @@ def test_tickets_never_reach_the_logs(live_stack, fake_desktop, employee):
 
 def test_a_slow_browser_slows_the_desktop_down_instead_of_filling_memory(live_stack, pool, employee, host):
     with StreamServer("flood") as flood:
-        desktop = Desktop.objects.create(
-            pool=pool, user=employee, host=host, image_version=pool.image.current_version(), name="vditest-flood",
-            state=DesktopState.RUNNING, vnc_port=flood.port,
-        )
+        desktop = running_desktop_on(flood, pool=pool, user=employee, name="vditest-flood")
         cookie = session_cookie(employee)
         ticket = ticket_for(live_stack, employee, desktop, cookie, flood)
 

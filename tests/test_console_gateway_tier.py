@@ -3,21 +3,28 @@ another port than the portal, validating the portal's tickets through PostgreSQL
 its close messages through Redis."""
 
 import asyncio
+import os
 import subprocess
 import sys
+from datetime import timedelta
 from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from broker.models import ConsoleSession
 from broker.services import console_control
+from broker.services.console_sessions import close_abandoned_console_sessions
 from broker.services.tickets import issue_console_ticket
 from tests.support.console_client import open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.gateway_tier import GatewayProcess
 from tests.support.stack import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# The ORM calls inside these tests' coroutines are plain blocking calls between socket steps.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +102,55 @@ def test_the_tier_never_loads_libvirt():
     probe = "import sys, config.gateway_asgi; print('libvirt' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+def test_the_tier_refuses_a_ticket_granted_on_another_port_than_the_recorded_one(live_stack, tier, desktop,
+                                                                                  employee, echo_server):
+    """Without libvirt, the tier takes the port the broker recorded from the live definition
+    when the VM last started; it must still be the port the grant set the password on."""
+    cookie = session_cookie(employee)
+    token = issue_console_ticket(user=employee, session_key=cookie, desktop=desktop, protocol="vnc",
+                                 origin=live_stack.base_url, console_password=echo_server.vnc_password,
+                                 port=echo_server.port + 1)
+    assert refusal(tier.endpoint, desktop.pk, token, cookie=cookie) == (
+        4502, "The desktop's console moved (its VM restarted); reconnecting.")
+    assert echo_server.connections == 0
+
+
+def test_the_consoles_of_a_killed_gateway_stop_counting_and_are_closed(live_stack, desktop, employee, echo_server,
+                                                                       pool, settings):
+    """A gateway killed with consoles open cannot close their rows. They stop counting against
+    the limits once the gateway misses its re-checks, and the broker closes them at their last
+    sign of life, while a console held by a living gateway stays open."""
+    settings.VDI_CONSOLE_RECHECK_SECONDS = 2  # as the stack's processes run
+    pool.console_max_per_desktop = 1
+    pool.save()
+    cookie = session_cookie(employee)
+
+    async def open_on(endpoint):
+        ws = await open_console(endpoint, desktop.pk, ticket(live_stack, employee, desktop, cookie, echo_server),
+                                cookie=cookie)
+        await vnc_login_as_browser(ws)
+        return ws
+
+    async def scenario(doomed):
+        await open_on(doomed.endpoint)
+        doomed.process.kill()
+        doomed.process.wait()
+        dead_row = ConsoleSession.objects.get(desktop=desktop, closed_at__isnull=True)
+        await asyncio.sleep(7)  # more than three missed re-checks of 2 s
+        survivor = await open_on(live_stack)  # the dead console no longer takes the only place
+        await asyncio.sleep(5)  # the survivor's gateway touches its row meanwhile
+        closed = close_abandoned_console_sessions()
+        await survivor.send(b"still here")
+        echoed = await asyncio.wait_for(survivor.recv(), 5)
+        await survivor.close()
+        return dead_row, closed, echoed
+
+    with GatewayProcess(live_stack, "asgi") as doomed:
+        dead_row, closed, echoed = asyncio.run(scenario(doomed))
+    assert (closed, echoed) == (1, b"still here")
+    dead_row_now = ConsoleSession.objects.get(pk=dead_row.pk)
+    assert dead_row_now.close_code == 1006 and dead_row_now.closed_at == dead_row.last_seen_at
+    survivor_row = ConsoleSession.objects.exclude(pk=dead_row.pk).get(desktop=desktop)
+    assert survivor_row.last_seen_at > survivor_row.opened_at + timedelta(seconds=1)

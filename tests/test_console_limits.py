@@ -24,7 +24,7 @@ UPDATE_REQUEST = bytes([3, 1, 0, 0, 0, 0, 0, 10, 0, 10])
 
 @pytest.fixture
 def desktop(pool, employee, host, echo_server):
-    return running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-limits")
+    return running_desktop_on(echo_server, pool=pool, user=employee, name="vditest-limits")
 
 
 async def logged_in_console(stack, desktop, user, cookie, server):
@@ -64,7 +64,7 @@ def refusal_of_one_more(stack, desktop, user, server, open_first: int) -> tuple[
 def test_a_user_may_have_only_so_many_consoles_open(live_stack, pool, employee, host, echo_server):
     pool.console_max_per_user, pool.console_max_per_desktop = 2, 5
     pool.save()
-    second_pool_desktop = running_desktop_on(echo_server, pool=pool, user=employee, host=host, name="vditest-limits-2")
+    second_pool_desktop = running_desktop_on(echo_server, pool=pool, user=employee, name="vditest-limits-2")
     cookie = session_cookie(employee)
 
     async def attempt():

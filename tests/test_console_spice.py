@@ -10,9 +10,10 @@ import pytest
 from django.utils import timezone
 
 from broker.console import spice
-from broker.models import ConsoleSession, ConsoleTicket, Desktop, DesktopState
+from broker.models import ConsoleSession, ConsoleTicket
 from broker.services.tickets import issue_console_ticket
 from tests.support.console_client import open_console, session_cookie
+from tests.support.desktops import running_desktop_on
 from tests.support.stream_server import StreamServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,10 +30,7 @@ def spice_server():
 
 @pytest.fixture
 def spice_desktop(pool, employee, host, spice_server):
-    return Desktop.objects.create(
-        pool=pool, user=employee, host=host, image_version=pool.image.current_version(), name="vditest-spice",
-        state=DesktopState.RUNNING, spice_port=spice_server.port,
-    )
+    return running_desktop_on(spice_server=spice_server, pool=pool, user=employee, name="vditest-spice")
 
 
 def link_message(channel_type: int) -> bytes:

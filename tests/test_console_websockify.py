@@ -9,7 +9,6 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from broker.console import rfb
-from broker.models import Desktop
 from broker.services.tickets import issue_console_ticket
 from tests.support.console_client import WebsocketBytes, open_console, session_cookie
 from tests.support.gateway_tier import GatewayProcess
@@ -92,8 +91,6 @@ def test_websockify_refuses_like_the_gateway(live_stack, websockify, desktop, em
     from broker.models import ConsoleTicket
 
     cookie = session_cookie(employee)
-    if case == "spice":
-        Desktop.objects.filter(pk=desktop.pk).update(spice_port=echo_server.port)
     token = ticket(live_stack, employee, desktop, cookie, echo_server, "spice" if case == "spice" else "vnc")
     kwargs = {"cookie": cookie}
     if case == "forged":

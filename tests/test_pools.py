@@ -55,6 +55,26 @@ def test_a_connected_or_recently_disconnected_desktop_is_left_alone(floating, em
     assert Desktop.objects.get(pk=desktop.pk).state == S.RUNNING
 
 
+def test_a_console_left_open_by_a_dead_gateway_does_not_keep_a_desktop_connected(floating, employee, host):
+    """The gateway died 40 minutes ago with the console open: its row stopped being touched.
+    The row is closed at its last sign of life, and the disconnect timeout counts from there."""
+    long_ago = timezone.now() - timedelta(hours=2)
+    desktop = Desktop.objects.create(pool=floating, user=employee, host=host, state=S.RUNNING,
+                                     image_version=floating.image.current_version(), name="vditest-x-dead-gw",
+                                     assigned_at=long_ago, state_changed_at=long_ago)
+    died = timezone.now() - timedelta(minutes=40)
+    row = ConsoleSession.objects.create(user=employee, desktop=desktop, protocol="vnc")
+    ConsoleSession.objects.filter(pk=row.pk).update(opened_at=long_ago, last_seen_at=died)
+
+    assert enforce_disconnect_timeouts() == 1
+    row.refresh_from_db()
+    assert (row.closed_at, row.close_code) == (died, 1006)
+    assert "gateway stopped answering" in row.close_reason
+    assert BrokerEvent.objects.filter(message__contains="whose gateway stopped answering").exists()
+    desktop.refresh_from_db()
+    assert desktop.state == S.DELETING and desktop.user is None
+
+
 # --- spares and size ---------------------------------------------------------------------------
 
 def test_reconcile_tops_up_spares_but_never_exceeds_the_maximum(floating, host, employee, other_employee,

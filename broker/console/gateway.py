@@ -1,8 +1,10 @@
 """The console websocket: check the ticket, log in to the desktop, then copy bytes.
 
-A plain ASGI app (behind Channels' session/auth middleware and URL router), because a relay
-wants its own loop: it reads the browser while it talks to the desktop, with no dispatch layer
-in between. It never calls libvirt and writes nothing but the console session row.
+A plain ASGI app behind nothing but Channels' URL router, because a relay wants its own loop:
+it reads the browser while it talks to the desktop, with no dispatch layer and no middleware
+wrapper in between. Everything a console needs before it may open (Origin, login session,
+ticket, target, limits, session row) is one trip to a database thread (admit_console below).
+It writes nothing but the console session row.
 
 - Backpressure both ways: the desktop is read only after the previous chunk was handed to the
   browser's socket (uvicorn's `websockets-sansio` send waits while its write buffer is full),
@@ -33,6 +35,7 @@ from channels.layers import get_channel_layer
 from ..services import console_control, console_sessions, tickets
 from ..services.tickets import ConsoleRefused
 from . import rfb, spice
+from .login import cookie_header, login_from_cookie_header, login_session_exists
 from .origin import is_allowed_origin, websocket_origin
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,7 @@ class ConsoleConnection:
         self.closed_with: tuple[int, str] | None = None
         self.bytes_to_client = self.bytes_to_desktop = 0
         self.session_id: int | None = None
+        self.session_key: str | None = None  # the login session's, once admitted
         self.target: tickets.ConsoleTarget | None = None
         self.guest_writer: asyncio.StreamWriter | None = None
         self.tasks: list[asyncio.Task] = []
@@ -164,7 +168,7 @@ class ConsoleConnection:
         except ConsoleRefused as refused:
             log.info("console refused: desktop=%s user=%s code=%s reason=%s",
                      self.scope["url_route"]["kwargs"].get("desktop_id"),
-                     getattr(self.scope.get("user"), "pk", None), refused.code, refused.reason)
+                     self.target.user_id if self.target else None, refused.code, refused.reason)
             await self._close(refused.code, refused.reason)
         except BrowserGone:
             pass
@@ -172,8 +176,7 @@ class ConsoleConnection:
             await self._clean_up()
 
     async def _open_and_relay(self):
-        target, limits = await self._authorise()
-        self.target = target
+        target, limits = await self._admit()
         browser = rfb.BrowserBytes(self._browser_message)
         spice_link = b""
         if target.protocol == "spice":
@@ -185,7 +188,7 @@ class ConsoleConnection:
 
         # All of this at once: the connect latency is the slowest step, not their sum.
         steps = [self._open_guest(target)]
-        if self.counts_as_console:
+        if self.counts_as_console and self.session_id is None:  # SPICE's main channel
             steps.append(self._open_session_row(target, limits))
         if target.protocol == "vnc":
             steps.append(self._offer_browser_no_authentication(browser))
@@ -207,24 +210,28 @@ class ConsoleConnection:
         self.tasks.append(asyncio.create_task(self._recheck_periodically(target)))
         await self._pump_browser_to_desktop(desktop)
 
-    async def _authorise(self) -> tuple[tickets.ConsoleTarget, console_sessions.ConsoleLimits]:
+    async def _admit(self) -> tuple[tickets.ConsoleTarget, console_sessions.ConsoleLimits]:
         if not is_allowed_origin(self.scope):
             raise ConsoleRefused(tickets.ORIGIN_REFUSED, "This page's origin may not open consoles.")
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("ticket") or [""])[0]
-        session = self.scope.get("session")
+        cookies, origin = cookie_header(self.scope), websocket_origin(self.scope)
+        desktop_id = int(self.scope["url_route"]["kwargs"]["desktop_id"])
+        client_address = (self.scope.get("client") or [None])[0]
 
-        def redeem_and_read_limits():  # one trip to a database thread (and connection), not two
-            target = tickets.redeem_console_ticket(
-                token=token,
-                user=self.scope.get("user"),
-                session_key=getattr(session, "session_key", None),
-                origin=websocket_origin(self.scope),
-                desktop_id=int(self.scope["url_route"]["kwargs"]["desktop_id"]),
-            )
-            return target, console_sessions.console_limits(pool_id=target.pool_id)
+        def admit_console():  # one trip to a database thread (and connection) for all of it
+            user, session_key = login_from_cookie_header(cookies)
+            target = tickets.redeem_console_ticket(token=token, user=user, session_key=session_key,
+                                                   origin=origin, desktop_id=desktop_id)
+            self.target, self.session_key = target, session_key
+            limits = console_sessions.console_limits(pool_id=target.pool_id)
+            if target.protocol == "vnc":  # a SPICE socket names its channel only in its first message
+                self.session_id = console_sessions.open_console_session(
+                    user_id=target.user_id, desktop_id=target.desktop_id, protocol=target.protocol,
+                    client_address=client_address, limits=limits)
+            return target, limits
 
-        return await database_sync_to_async(redeem_and_read_limits)()
+        return await database_sync_to_async(admit_console)()
 
     async def _read_spice_link(self) -> tuple[bytes, int]:
         data = b""
@@ -370,12 +377,20 @@ class ConsoleConnection:
             await self._close(1012, "The console lost its control channel; reconnecting.")
 
     async def _recheck_periodically(self, target: tickets.ConsoleTarget):
-        session_key = self.scope["session"].session_key
+        session_key = self.session_key
+
+        def still_allowed_and_alive():
+            # The session row's sign of life: without it the broker takes this gateway for dead.
+            if self.session_id is not None and not console_sessions.touch_console_session(
+                    session_id=self.session_id):
+                return ConsoleRefused(1012, "The broker closed this console's record; reconnecting.")
+            return tickets.console_still_allowed(
+                user_id=target.user_id, desktop_id=target.desktop_id, session_key=session_key)
+
         while True:
             # In case a "close" message from a logout or a lost entitlement never arrived.
             await asyncio.sleep(settings.VDI_CONSOLE_RECHECK_SECONDS)
-            refusal = await database_sync_to_async(tickets.console_still_allowed)(
-                user_id=target.user_id, desktop_id=target.desktop_id, session_key=session_key)
+            refusal = await database_sync_to_async(still_allowed_and_alive)()
             if refusal is not None:
                 log.info("console closed on re-check: session=%s code=%s", self.session_id, refusal.code)
                 return await self._close(refusal.code, refusal.reason)
@@ -388,14 +403,14 @@ class ConsoleConnection:
         groups = [
             console_control.desktop_group(target.desktop_id),
             console_control.user_group(target.user_id),
-            console_control.login_session_group(self.scope["session"].session_key),
+            console_control.login_session_group(self.session_key),
             console_control.ticket_group(target.ticket_id),
         ]
         for group in groups:
             await layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
         # A logout between the ticket check and joining the groups sent its message to nobody.
-        if not await database_sync_to_async(self.scope["session"].exists)(self.scope["session"].session_key):
+        if not await database_sync_to_async(login_session_exists)(self.session_key):
             await self._close(tickets.NOT_LOGGED_IN, "You logged out.")
             return
         while True:

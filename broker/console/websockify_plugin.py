@@ -9,8 +9,9 @@ and on the portal VDI_CONSOLE_GATEWAY_KIND=websockify, VDI_CONSOLE_GATEWAY_URL=w
 
 websockify asks the token plugin for the target first, with nothing but the token, then the
 auth plugin with the request headers. So BrokerTickets resolves the target exactly as the
-broker's gateway does (the console address of the desktop's Host row and the port read from
-the live domain when the ticket was issued) without consuming the ticket; BrokerLogin then
+broker's gateway does (the console address of the desktop's Host row and the port resolved
+now, as VDI_CONSOLE_TARGET_LOOKUP says: tickets.console_port_now) without consuming the ticket;
+BrokerLogin then
 redeems it with the same checks as the gateway (login session cookie, user, Origin, expiry,
 single use, entitlement, desktop running) and refuses with HTTP 403 and the same reason.
 
@@ -25,15 +26,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from http.cookies import SimpleCookie
 
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 from websockify.auth_plugins import AuthenticationError  # noqa: E402
 from websockify.token_plugins import BasePlugin  # noqa: E402
@@ -41,6 +39,7 @@ from websockify.token_plugins import BasePlugin  # noqa: E402
 from config.log_filters import ScrubConsoleTickets  # noqa: E402
 
 from ..services import tickets  # noqa: E402
+from .login import login_from_cookie_header  # noqa: E402
 from .origin import is_allowed_origin, websocket_origin  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -66,13 +65,6 @@ class BrokerTickets(BasePlugin):
             close_old_connections()
         _request.target = target
         return target or _NOWHERE
-
-
-class _SessionRequest:
-    """What django.contrib.auth.get_user() reads: the login session."""
-
-    def __init__(self, session):
-        self.session = session
 
 
 class BrokerLogin:
@@ -103,14 +95,7 @@ class BrokerLogin:
         }
         if not is_allowed_origin(scope):
             raise tickets.ConsoleRefused(tickets.ORIGIN_REFUSED, "This page's origin may not open consoles.")
-        cookie = SimpleCookie(headers.get("Cookie") or "")
-        session_key = cookie[settings.SESSION_COOKIE_NAME].value if settings.SESSION_COOKIE_NAME in cookie else None
-        from importlib import import_module
-
-        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-        user = get_user(_SessionRequest(session))
-        if session_key and not session.exists(session_key):
-            session_key = None
+        user, session_key = login_from_cookie_header(headers.get("Cookie"))
         target = tickets.redeem_console_ticket(token=token or "", user=user, session_key=session_key,
                                                origin=websocket_origin(scope), desktop_id=None)
         if target.protocol != "vnc":

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class ConsoleSession(models.Model):
@@ -10,6 +11,10 @@ class ConsoleSession(models.Model):
     protocol = models.CharField(max_length=8)
     client_address = models.GenericIPAddressField(null=True, blank=True)
     opened_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The gateway holding the console touches this at every periodic re-check. A row that
+    # stops being touched belongs to a gateway that died (killed, crashed, host lost): it no
+    # longer counts against the limits, and close_abandoned_console_sessions() closes it.
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     close_code = models.PositiveIntegerField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True)

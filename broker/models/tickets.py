@@ -18,8 +18,9 @@ class ConsoleTicket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)
-    # Where the gateway connects: read from the domain's live definition when the ticket was
-    # issued (the browser never names a target). Null: the port recorded on the desktop.
+    # The console port read from the domain's live definition when the ticket was issued,
+    # where its one-time password was set. The gateway resolves the port again when the
+    # console connects and refuses if it moved. Null: a ticket issued without a grant.
     port = models.PositiveIntegerField(null=True, blank=True)
     # The desktop's one-time console password, encrypted with a key derived from the token
     # (which is not stored): the database alone cannot reveal it, the browser never gets it.

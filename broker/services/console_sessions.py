@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
-from ..models import ConsoleSession, Pool
+from ..models import BrokerEvent, ConsoleSession, Pool
 from . import tickets
+
+# How a console the broker closed for its dead gateway ends (WebSocket's "abnormal closure").
+GATEWAY_GONE = 1006
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,20 @@ def console_limits(*, pool_id: int) -> ConsoleLimits:
     )
 
 
+def abandoned_after() -> timedelta:
+    """How long a gateway may leave its console row untouched before the row is taken for
+    the leftover of a dead gateway: three missed re-checks."""
+    return timedelta(seconds=max(3 * settings.VDI_CONSOLE_RECHECK_SECONDS, 5))
+
+
+def live_console_sessions(*, now=None):
+    """Open console rows whose gateway still vouches for them."""
+    now = now or timezone.now()
+    return ConsoleSession.objects.filter(closed_at__isnull=True, last_seen_at__gte=now - abandoned_after())
+
+
 def _open_sessions(limits: ConsoleLimits | None):
-    sessions = ConsoleSession.objects.filter(closed_at__isnull=True)
+    sessions = live_console_sessions()
     if limits is not None and limits.max_session_s:
         # A row left open by a gateway that died cannot be a console still running.
         sessions = sessions.filter(opened_at__gte=timezone.now() - timedelta(seconds=limits.max_session_s + 60))
@@ -85,3 +101,27 @@ def close_console_session(*, session_id: int, code: int | None, reason: str, byt
         bytes_to_client=bytes_to_client,
         bytes_to_desktop=bytes_to_desktop,
     )
+
+
+def touch_console_session(*, session_id: int) -> bool:
+    """The gateway's sign of life for an open console; False if the row was closed meanwhile
+    (the broker took the gateway for dead), so the console should reconnect for a new one."""
+    return bool(ConsoleSession.objects.filter(pk=session_id, closed_at__isnull=True)
+                .update(last_seen_at=timezone.now()))
+
+
+def close_abandoned_console_sessions(*, now=None) -> int:
+    """Close the rows of consoles whose gateway died (SIGKILL, crash, lost node): without this
+    they would count against the console limits and keep their desktop "connected" forever,
+    so a floating desktop would never be reset. Each ends at its last sign of life."""
+    now = now or timezone.now()
+    closed = ConsoleSession.objects.filter(closed_at__isnull=True, last_seen_at__lt=now - abandoned_after()).update(
+        closed_at=F("last_seen_at"),
+        close_code=GATEWAY_GONE,
+        close_reason="The console gateway stopped answering (crashed, killed or cut off).",
+    )
+    if closed:
+        BrokerEvent.objects.create(
+            kind=BrokerEvent.Kind.RECONCILE,
+            message=f"Closed {closed} console session(s) whose gateway stopped answering.")
+    return closed

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from ..models import ConsoleSession, Desktop, DesktopState, Pool
+from ..models import Desktop, DesktopState, Pool
+from .console_sessions import close_abandoned_console_sessions, live_console_sessions
 
 S = DesktopState
 
@@ -41,7 +42,7 @@ def desktops_disconnected_too_long(*, now=None):
         .annotate(last_closed=Max("console_sessions__closed_at"))
     )
     for desktop in candidates:
-        if ConsoleSession.objects.filter(desktop=desktop, closed_at__isnull=True).exists():
+        if live_console_sessions(now=now).filter(desktop=desktop).exists():
             continue  # someone is connected
         idle_since = max(filter(None, [desktop.last_closed, desktop.assigned_at, desktop.state_changed_at]))
         if now - idle_since >= timedelta(minutes=desktop.pool.disconnect_timeout_minutes):
@@ -49,6 +50,8 @@ def desktops_disconnected_too_long(*, now=None):
 
 
 def enforce_disconnect_timeouts(*, now=None) -> int:
+    # First end the consoles of gateways that died: their rows would look connected forever.
+    close_abandoned_console_sessions(now=now)
     count = 0
     for desktop in desktops_disconnected_too_long(now=now):
         minutes = desktop.pool.disconnect_timeout_minutes

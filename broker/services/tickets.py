@@ -3,9 +3,10 @@
 A ticket is 256 random bits, stored only as its SHA-256, valid for seconds, and bound to the
 user, their login session, the desktop, the protocol and the page's Origin. Granting one also
 gives the desktop's console a fresh one-time password (valid as long as the ticket) and reads
-the console's port from the domain's live definition: the gateway later connects there and
-nowhere else. The password is stored sealed with a key derived from the token, which only the
-browser holds, so neither the database nor the browser alone can reveal it.
+the console's port from the domain's live definition. When the console connects, the gateway
+resolves the port again (console_port_now) and connects there only if it is still the port
+the password was set on. The password is stored sealed with a key derived from the token,
+which only the browser holds, so neither the database nor the browser alone can reveal it.
 
 VNC tickets admit one websocket. SPICE opens one websocket per channel to the same URL, so a
 SPICE ticket admits its main channel first, then each other channel type once, for a few
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from .. import selectors
 from ..console import spice
-from ..hypervisor import HypervisorError, driver_for_host
+from ..hypervisor import DomainNotFound, HypervisorError, driver_for_host
 from ..hypervisor.xml import VNC_PASSWORD_MAX
 from ..models import ConsoleTicket, Desktop, DesktopState
 
@@ -175,7 +176,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
     """Check every binding of the ticket, consume it, and resolve the console's address.
 
     The address is the console address of the desktop's host (a Host row of the broker) and
-    the port read from the live domain at grant time; nothing the client sent takes part.
+    the port is resolved now (console_port_now); nothing the client sent takes part.
     """
     if not user.is_authenticated or not session_key:
         raise ConsoleRefused(NOT_LOGGED_IN, "Your login session has ended. Log in again.")
@@ -207,9 +208,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         raise ConsoleRefused(NOT_ENTITLED, "You are no longer entitled to this desktop.")
     if desktop.state != DesktopState.RUNNING:
         raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
-    port = ticket.port or (desktop.vnc_port if ticket.protocol == "vnc" else desktop.spice_port)
-    if not port:
-        raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {ticket.protocol.upper()} console.")
+    port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
     return ConsoleTarget(
         desktop_id=desktop.pk,
         user_id=user.pk,
@@ -233,8 +232,38 @@ def peek_console_target(*, token: str) -> tuple[str, int] | None:
     if ticket is None:
         return None
     desktop = ticket.desktop
-    port = ticket.port or (desktop.vnc_port if ticket.protocol == "vnc" else desktop.spice_port)
-    return (desktop.host.console_address, port) if port else None
+    try:
+        port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
+    except ConsoleRefused:
+        return None
+    return desktop.host.console_address, port
+
+
+def console_port_now(*, desktop: Desktop, protocol: str, granted_port: int | None) -> int:
+    """The port the desktop's console listens on now, resolved on the server when a console
+    connects; nothing the browser sent takes part.
+
+    VDI_CONSOLE_TARGET_LOOKUP "live": asked of the desktop's host through libvirt, from the
+    running domain's definition. "recorded" (a proxy tier that cannot reach libvirt): what the
+    broker read from that definition when the domain last started. The port must also be the
+    one the grant read, where the one-time password was set: a domain restarted in between
+    (and maybe another one on that port now) is refused, and the page reconnects.
+    """
+    if settings.VDI_CONSOLE_TARGET_LOOKUP == "live":
+        try:
+            ports = driver_for_host(desktop.host).graphics_ports(desktop.name)
+        except DomainNotFound as exc:
+            raise ConsoleRefused(DESKTOP_NOT_RUNNING, "The desktop's VM no longer exists.") from exc
+        except HypervisorError as exc:
+            raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+        port = ports.vnc if protocol == "vnc" else ports.spice
+    else:
+        port = desktop.vnc_port if protocol == "vnc" else desktop.spice_port
+    if not port:
+        raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
+    if granted_port and port != granted_port:
+        raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's console moved (its VM restarted); reconnecting.")
+    return port
 
 
 def admit_spice_channel(*, ticket_id: int, channel_type: int, first_use: bool) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import urlopen
 
+from config.serve import uvicorn_argv
 from tests.support.stack import BIN, ROOT, free_port
 
 
@@ -30,9 +31,8 @@ class GatewayProcess:
     def __enter__(self):
         env = {**self.stack.env(), "VDI_CONSOLE_ALLOWED_ORIGINS": self.stack.base_url}
         if self.kind == "asgi":
-            argv = [str(BIN / "uvicorn"), "config.gateway_asgi:application", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
-                    "--no-access-log"]
+            argv = uvicorn_argv(str(BIN / "python"), "config.gateway_asgi:application", "--host", "127.0.0.1",
+                                "--port", str(self.port))
         else:
             argv = [sys.executable, "-m", "websockify", "--token-plugin",
                     "broker.console.websockify_plugin.BrokerTickets", "--auth-plugin",

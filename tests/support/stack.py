@@ -10,6 +10,8 @@ from urllib.request import urlopen
 
 from django.conf import settings
 
+from config.serve import uvicorn_argv
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -66,8 +68,8 @@ class LiveStack:
             "--without-mingle", "--without-gossip", "--hostname", f"test-{self.port}@%h",
         ])
         self.portal = self._spawn("portal", [
-            str(BIN / "uvicorn"), "config.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
-            "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--no-access-log",
+            *uvicorn_argv(str(BIN / "python"), "config.asgi:application", "--host", "127.0.0.1",
+                          "--port", str(self.port)),
         ])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

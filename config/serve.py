@@ -1,0 +1,34 @@
+"""How every process that serves consoles runs uvicorn, in one place:
+
+    python -m config.serve config.asgi:application --host 127.0.0.1 --port 8000
+    python -m config.serve config.gateway_asgi:application --host 0.0.0.0 --port 8443
+
+Any other uvicorn option may follow (--proxy-headers, --ssl-keyfile, ...). Added here:
+- `--ws broker.console.uvicorn_protocol:ConsoleWebSocketProtocol`: uvicorn's websockets-sansio
+  protocol, whose send waits while the socket's write buffer is full (the console relay's
+  backpressure; daphne has none), with a binary send path that copies no screen data.
+- `--ws-per-message-deflate false`: screen updates are not worth compressing twice (RFB and
+  SPICE have their own encodings; deflate costs CPU and latency on every frame).
+- `--no-access-log`: the console URL carries the ticket (and logs are scrubbed anyway).
+
+make run (scripts/run.sh), the tests' live stack and bench/console_proxy.py all start it so.
+"""
+
+import sys
+
+from uvicorn.main import main
+
+CONSOLE_OPTIONS = [
+    "--ws", "broker.console.uvicorn_protocol:ConsoleWebSocketProtocol",
+    "--ws-per-message-deflate", "false",
+    "--no-access-log",
+]
+
+
+def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
+    """The command line that serves `app` as this module does, for a subprocess."""
+    return [python, "-m", "config.serve", app, *options]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] + CONSOLE_OPTIONS, prog_name="uvicorn")
