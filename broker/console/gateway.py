@@ -6,11 +6,14 @@ wrapper in between. Everything a console needs before it may open (Origin, login
 ticket, target, limits, session row) is one trip to a database thread (admit_console below).
 It writes nothing but the console session row.
 
-- Backpressure both ways: the desktop is read only after the previous chunk was handed to the
-  browser's socket (uvicorn's `websockets-sansio` send waits while its write buffer is full),
-  and each browser message is written to the desktop and drained before the next is read.
+- Backpressure both ways: the desktop is read only while at most two chunks wait for the
+  browser (desktop_socket.py), and uvicorn's send waits while the browser socket's write
+  buffer is full; each browser message is written to the desktop and drained before the next
+  is read.
+- Screen data is not copied in Python on its way out: uvicorn_protocol.py writes the frame
+  header and the chunk as they are.
 - TCP_NODELAY on the desktop socket (asyncio sets it on the browser's too). No per-message
-  compression: uvicorn runs with `--ws-per-message-deflate false`.
+  compression: config/serve.py runs uvicorn with `--ws-per-message-deflate false`.
 - VNC: the gateway answers QEMU's VNC authentication with the ticket's one-time password and
   offers the browser "None" (rfb.py), so noVNC never holds a password.
 - SPICE: each channel's websocket names its channel in its first message (spice.py); the
@@ -22,7 +25,6 @@ It writes nothing but the console session row.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
 import time
@@ -35,6 +37,7 @@ from channels.layers import get_channel_layer
 from ..services import console_control, console_sessions, tickets
 from ..services.tickets import ConsoleRefused
 from . import rfb, spice
+from .desktop_socket import DesktopChunks
 from .login import cookie_header, login_from_cookie_header, login_session_exists
 from .origin import is_allowed_origin, websocket_origin
 
@@ -49,66 +52,6 @@ DESKTOP_CLOSED = tickets.DESKTOP_CLOSED
 
 class BrowserGone(Exception):
     pass
-
-
-class DesktopChunks(asyncio.Protocol):
-    """The desktop socket after the handshake: each chunk as recv() returned it, with no
-    StreamReader buffer to copy into and slice out of (a quarter of the relay's CPU under
-    load, per bench/console_proxy.py). Reading pauses while two chunks wait for the browser,
-    which keeps the backpressure; writes wait while the socket's send buffer is full."""
-
-    def __init__(self, transport: asyncio.Transport, leftover: bytes):
-        self.transport = transport
-        self.chunks = collections.deque([leftover] if leftover else [])
-        self.eof = False
-        self.waiter: asyncio.Future | None = None
-        self.paused = False
-        self.writable = asyncio.Event()
-        self.writable.set()
-
-    def _wake(self):
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def data_received(self, data: bytes):
-        self.chunks.append(data)
-        if len(self.chunks) >= 2 and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self):
-        self.eof = True
-        self._wake()
-
-    def connection_lost(self, exc):
-        self.eof = True
-        self.writable.set()
-        self._wake()
-
-    def pause_writing(self):
-        self.writable.clear()
-
-    def resume_writing(self):
-        self.writable.set()
-
-    async def read(self) -> bytes:
-        while not self.chunks:
-            if self.eof:
-                return b""
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-        data = self.chunks.popleft()
-        if self.paused and len(self.chunks) < 2:
-            self.paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def write(self, data: bytes):
-        if self.transport.is_closing():
-            raise ConnectionResetError("the desktop closed its console")
-        self.transport.write(data)
-        await self.writable.wait()
 
 
 async def _all_or_first_failure(coroutines) -> list:
