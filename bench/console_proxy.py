@@ -208,6 +208,7 @@ def summarise(bench: Bench) -> dict:
             figures["aggregate_mb_s"] = median(r.mb_s for r in runs)
             figures["aggregate_cpu_s_per_gb"] = median(r.cpu_s_per_gb for r in runs)
             figures["max_stall_s"] = max(r.max_stall_s for r in runs)
+            figures["aggregate_client_busy"] = median(r.client_busy for r in runs)
         if "slow_reader" in metrics:
             figures["slow_reader_growth_mb"] = metrics["slow_reader"][0].growth_mb * 2**20 / MB
         if "idle" in metrics:
@@ -234,6 +235,8 @@ def ratios(summary: dict) -> dict:
         "latency_p50_vs_websockify": ratio(g.get("latency_p50_ms"), w.get("latency_p50_ms")),
         "latency_p99_vs_websockify": ratio(g.get("latency_p99_ms"), w.get("latency_p99_ms")),
         "aggregate50_vs_websockify": ratio(g.get("aggregate_mb_s"), w.get("aggregate_mb_s")),
+        # The bench's own ceiling: the same client and fake VM with no proxy between them.
+        "aggregate50_vs_raw_tcp": ratio(g.get("aggregate_mb_s"), summary.get("raw TCP", {}).get("aggregate_mb_s")),
         "max_stall_s": g.get("max_stall_s"),
         "slow_reader_growth_mb": g.get("slow_reader_growth_mb"),
         "idle_1000_mb_per_conn": g.get("idle_mb_per_conn"),
@@ -273,6 +276,9 @@ def table(args, summary: dict, figures: dict, met: dict, context: list[str]) -> 
     def kib(value):
         return None if value is None else value * MB / 1024
 
+    def pct(value):
+        return None if value is None else f"{value * 100:.0f}%"
+
     idle_held = f"{g['idle_held']}/{g['idle_opened']}" if "idle_held" in g else None
     broker_closed = (f"{g['idle_closed_by_broker']}/{g['idle_held']}"
                      if g.get("idle_closed_by_broker") is not None else None)
@@ -289,6 +295,10 @@ def table(args, summary: dict, figures: dict, met: dict, context: list[str]) -> 
         ["  longest stall of one session, s", fmt(g.get("max_stall_s"), 3), fmt(w.get("max_stall_s"), 3),
          fmt(r.get("max_stall_s"), 3), "", "gw <= 1 s", stall_verdict],
         row("  relay CPU, s per GB", "aggregate_cpu_s_per_gb", 2),
+        ["  bench client busy (near 100%: the client limits)", fmt(pct(g.get("aggregate_client_busy"))),
+         fmt(pct(w.get("aggregate_client_busy"))), fmt(pct(r.get("aggregate_client_busy"))), "", "", ""],
+        ["  gateway / raw TCP (the bench's own ceiling)", "", "", "",
+         fmt(figures.get("aggregate50_vs_raw_tcp"), 2), "", ""],
         row("session open (connect to ServerInit), p50 ms", "session_open_ms", 2),
         [f"slow reader (64 KB / 100 ms, {args.slow_seconds:g} s), relay RSS growth MB",
          fmt(g.get("slow_reader_growth_mb"), 1), fmt(w.get("slow_reader_growth_mb"), 1), "-",
