@@ -154,3 +154,22 @@ def test_the_consoles_of_a_killed_gateway_stop_counting_and_are_closed(live_stac
     assert dead_row_now.close_code == 1006 and dead_row_now.closed_at == dead_row.last_seen_at
     survivor_row = ConsoleSession.objects.exclude(pk=dead_row.pk).get(desktop=desktop)
     assert survivor_row.last_seen_at > survivor_row.opened_at + timedelta(seconds=1)
+
+
+def test_a_gateway_that_cannot_reach_its_control_channel_opens_no_console(live_stack, desktop, employee,
+                                                                          echo_server):
+    """A console that could not hear a logout must not open: the page is told to reconnect."""
+    cookie = session_cookie(employee)
+    token = ticket(live_stack, employee, desktop, cookie, echo_server)
+    async def attempt(endpoint):
+        ws = await open_console(endpoint, desktop.pk, token, cookie=cookie)
+        try:
+            while True:  # the gateway's own RFB greeting may come first
+                await asyncio.wait_for(ws.recv(), 15)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code, closed.rcvd.reason
+
+    with GatewayProcess(live_stack, "asgi", CHANNEL_LAYER_URL="redis://127.0.0.1:9/0") as deaf:
+        assert asyncio.run(attempt(deaf.endpoint)) == (
+            1012, "The console could not reach its control channel; reconnecting.")
+    assert not ConsoleSession.objects.filter(desktop=desktop, closed_at__isnull=True).exists()

@@ -132,8 +132,10 @@ class ConsoleConnection:
             self.counts_as_console = channel == spice.CHANNEL_MAIN
             self.watches_input = channel == spice.CHANNEL_INPUTS
 
-        # All of this at once: the connect latency is the slowest step, not their sum.
-        steps = [self._open_guest(target)]
+        # All of this at once: the connect latency is the slowest step, not their sum. The
+        # console listens for "close" messages before it relays anything, so a logout or a
+        # reset right after it opened still reaches it.
+        steps = [self._open_guest(target), self._join_control_groups(target)]
         if self.counts_as_console and self.session_id is None:  # SPICE's main channel
             steps.append(self._open_session_row(target, limits))
         if target.protocol == "vnc":
@@ -342,20 +344,30 @@ class ConsoleConnection:
                 log.info("console closed on re-check: session=%s code=%s", self.session_id, refusal.code)
                 return await self._close(refusal.code, refusal.reason)
 
-    async def _receive_control_messages(self, target: tickets.ConsoleTarget):
+    async def _join_control_groups(self, target: tickets.ConsoleTarget):
         layer = get_channel_layer()
         if layer is None:
             return
-        self.channel_name = await layer.new_channel()
         groups = [
             console_control.desktop_group(target.desktop_id),
             console_control.user_group(target.user_id),
             console_control.login_session_group(self.session_key),
             console_control.ticket_group(target.ticket_id),
         ]
-        for group in groups:
-            await layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
+        try:
+            self.channel_name = await layer.new_channel()
+            await asyncio.gather(*(layer.group_add(group, self.channel_name) for group in groups))
+        except Exception as exc:
+            # A console that cannot hear a logout must not open (1012: the page tries again).
+            log.warning("console could not join its control groups: desktop=%s: %s", target.desktop_id, exc)
+            raise ConsoleRefused(1012, "The console could not reach its control channel; reconnecting.") from exc
+        finally:
+            self.groups_joined = groups if self.channel_name else []
+
+    async def _receive_control_messages(self, target: tickets.ConsoleTarget):
+        layer = get_channel_layer()
+        if layer is None or self.channel_name is None:
+            return
         # A logout between the ticket check and joining the groups sent its message to nobody.
         if not await database_sync_to_async(login_session_exists)(self.session_key):
             await self._close(tickets.NOT_LOGGED_IN, "You logged out.")

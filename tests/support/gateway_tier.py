@@ -21,15 +21,15 @@ class GatewayEndpoint:
 
 
 class GatewayProcess:
-    def __init__(self, stack, kind: str = "asgi"):
+    def __init__(self, stack, kind: str = "asgi", **environment: str):
         assert kind in ("asgi", "websockify")
-        self.stack, self.kind = stack, kind
+        self.stack, self.kind, self.environment = stack, kind, environment
         self.port = free_port()
         self.endpoint = GatewayEndpoint(port=self.port, base_url=stack.base_url)
         self.log_path = Path(stack.log_dir) / f"gateway-{kind}.log"
 
     def __enter__(self):
-        env = {**self.stack.env(), "VDI_CONSOLE_ALLOWED_ORIGINS": self.stack.base_url}
+        env = {**self.stack.env(), "VDI_CONSOLE_ALLOWED_ORIGINS": self.stack.base_url, **self.environment}
         if self.kind == "asgi":
             argv = uvicorn_argv(str(BIN / "python"), "config.gateway_asgi:application", "--host", "127.0.0.1",
                                 "--port", str(self.port))
