@@ -10,10 +10,12 @@ Any other uvicorn option may follow (--proxy-headers, --ssl-keyfile, ...). Added
 - `--ws-per-message-deflate false`: screen updates are not worth compressing twice (RFB and
   SPICE have their own encodings; deflate costs CPU and latency on every frame).
 - `--no-access-log`: the console URL carries the ticket (and logs are scrubbed anyway).
+- DATABASE_POOL_MAX_SIZE=10 unless set: on PostgreSQL, a pool of connections per process.
 
 make run (scripts/run.sh), the tests' live stack and bench/console_proxy.py all start it so.
 """
 
+import os
 import sys
 
 from uvicorn.main import main
@@ -31,4 +33,6 @@ def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    # One process, no fork after Django starts: it may pool its PostgreSQL connections.
+    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "10")
     main(sys.argv[1:] + CONSOLE_OPTIONS, prog_name="uvicorn")

@@ -176,7 +176,9 @@ class ConsoleConnection:
                     client_address=client_address, limits=limits)
             return target, limits
 
-        return await database_sync_to_async(admit_console)()
+        # Not thread-sensitive: many consoles opening at once (9 a.m.) are admitted in parallel
+        # database threads instead of queueing for the one shared thread.
+        return await database_sync_to_async(admit_console, thread_sensitive=False)()
 
     async def _read_spice_link(self) -> tuple[bytes, int]:
         data = b""
