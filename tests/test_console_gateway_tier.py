@@ -13,11 +13,12 @@ from urllib.request import urlopen
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from broker.models import ConsoleSession
+from broker.models import ConsoleSession, Desktop
 from broker.services import console_control
 from broker.services.console_sessions import close_abandoned_console_sessions
-from broker.services.tickets import issue_console_ticket
-from tests.support.console_client import open_console, refusal, session_cookie, vnc_login_as_browser
+from broker.services.tickets import grant_console, issue_console_ticket
+from tests.support.console_client import (WebsocketBytes, open_console, refusal, session_cookie,
+                                          vnc_login_as_browser)
 from tests.support.gateway_tier import GatewayProcess
 from tests.support.stack import ROOT
 
@@ -173,3 +174,27 @@ def test_a_gateway_that_cannot_reach_its_control_channel_opens_no_console(live_s
         assert asyncio.run(attempt(deaf.endpoint)) == (
             1012, "The console could not reach its control channel; reconnecting.")
     assert not ConsoleSession.objects.filter(desktop=desktop, closed_at__isnull=True).exists()
+
+
+@pytest.mark.libvirt
+def test_the_tier_reaches_a_vm_whose_port_changed_behind_the_brokers_back(live_stack, tier, running_desktop,
+                                                                           employee):
+    """The VM got another port than the broker recorded (restarted outside it). The grant reads
+    the live definition and corrects the record, so the tier, which has no libvirt, connects."""
+    live_port = running_desktop.vnc_port
+    Desktop.objects.filter(pk=running_desktop.pk).update(vnc_port=live_port + 1000)
+    cookie = session_cookie(employee)
+    token = grant_console(user=employee, session_key=cookie, desktop=Desktop.objects.get(pk=running_desktop.pk),
+                          protocol="vnc", origin=live_stack.base_url).token
+    assert Desktop.objects.get(pk=running_desktop.pk).vnc_port == live_port
+
+    async def session():
+        ws = await open_console(tier.endpoint, running_desktop.pk, token, cookie=cookie)
+        offered = await vnc_login_as_browser(ws)
+        await ws.send(b"\x01")  # ClientInit
+        server_init = await WebsocketBytes(ws).read(24)
+        await ws.close()
+        return offered, server_init
+
+    offered, server_init = asyncio.run(session())
+    assert offered == [1] and len(server_init) == 24  # QEMU's ServerInit, after the tier's VNC login

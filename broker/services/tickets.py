@@ -141,6 +141,12 @@ def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, or
                                     + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
     except HypervisorError as exc:
         raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+    # Keep the broker's record equal to the live definition (a VM restarted behind the broker's
+    # back got new ports): a gateway tier without libvirt connects by the record.
+    if (ports.vnc, ports.spice) != (desktop.vnc_port, desktop.spice_port):
+        Desktop.objects.filter(pk=desktop.pk, state=DesktopState.RUNNING).update(
+            vnc_port=ports.vnc, spice_port=ports.spice)
+        desktop.vnc_port, desktop.spice_port = ports.vnc, ports.spice
     token = issue_console_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
                                  origin=origin, port=port, console_password=password)
     browser_needs_password = protocol == "spice" or settings.VDI_CONSOLE_GATEWAY_KIND == "websockify"
