@@ -99,8 +99,9 @@ def test_the_tier_answers_http_only_for_health_checks(tier):
     assert error.value.code == 404
 
 
-def test_the_tier_never_loads_libvirt():
-    probe = "import sys, config.gateway_asgi; print('libvirt' in sys.modules)"
+@pytest.mark.parametrize("tier_module", ["config.gateway_asgi", "broker.console.websockify_plugin"])
+def test_the_tier_never_loads_libvirt(tier_module):
+    probe = f"import sys, {tier_module}; print('libvirt' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
 

@@ -10,7 +10,8 @@ and on the portal VDI_CONSOLE_GATEWAY_KIND=websockify, VDI_CONSOLE_GATEWAY_URL=w
 websockify asks the token plugin for the target first, with nothing but the token, then the
 auth plugin with the request headers. So BrokerTickets resolves the target exactly as the
 broker's gateway does (the console address of the desktop's Host row and the port resolved
-now, as VDI_CONSOLE_TARGET_LOOKUP says: tickets.console_port_now) without consuming the ticket;
+now, as VDI_CONSOLE_TARGET_LOOKUP says, "recorded" unless set: tickets.console_port_now)
+without consuming the ticket;
 BrokerLogin then
 redeems it with the same checks as the gateway (login session cookie, user, Origin, expiry,
 single use, entitlement, desktop running) and refuses with HTTP 403 and the same reason.
@@ -30,6 +31,9 @@ import threading
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# A websockify tier usually runs where libvirt is out of reach, like config/gateway_asgi.py:
+# the console port is the broker's record (corrected from the live domain at every grant).
+os.environ.setdefault("VDI_CONSOLE_TARGET_LOOKUP", "recorded")
 django.setup()
 
 from django.db import close_old_connections  # noqa: E402
