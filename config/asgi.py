@@ -1,10 +1,10 @@
 """ASGI entry point: Django for HTTP, the console gateway for websockets (the gateway alone, for
 a separate proxy tier, is config/gateway_asgi.py).
 
-Serve it with uvicorn's `--ws websockets-sansio --ws-per-message-deflate false`: that
-implementation's send waits while the socket's write buffer is full, which is what gives the
-console relay its backpressure, and screen updates are not worth compressing twice (RFB has
-its own encodings; deflate costs CPU and latency on every frame).
+Serve it with `python -m config.serve config.asgi:application --host … --port …`
+(config/serve.py): uvicorn with the console's websocket protocol, whose send waits while the
+socket's write buffer is full (the relay's backpressure), and no per-message deflate (screen
+updates are not worth compressing twice; deflate costs CPU and latency on every frame).
 """
 
 import os

@@ -1,7 +1,6 @@
 """The console gateway alone, as its own ASGI process: the proxy tier of a large deployment.
 
-    uvicorn config.gateway_asgi:application --host 0.0.0.0 --port 8443 \
-        --ws websockets-sansio --ws-per-message-deflate false --no-access-log
+    python -m config.serve config.gateway_asgi:application --host 0.0.0.0 --port 8443
 
 It validates the same tickets as the portal, through the same PostgreSQL (tickets, login
 sessions, entitlements) and Redis (the "close this console" messages of logout and lost
@@ -20,8 +19,8 @@ import os
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-# No libvirt here: the console port is the one the broker read from the live domain when it
-# last started (and it must equal the one the ticket's grant read live).
+# No libvirt here: the console port is the broker's record of the live domain (set when it
+# started, corrected at every grant), and it must equal the one the ticket's grant read live.
 os.environ.setdefault("VDI_CONSOLE_TARGET_LOOKUP", "recorded")
 django.setup()
 
