@@ -337,7 +337,11 @@ class ConsoleConnection:
         while True:
             # In case a "close" message from a logout or a lost entitlement never arrived.
             await asyncio.sleep(settings.VDI_CONSOLE_RECHECK_SECONDS)
-            refusal = await database_sync_to_async(still_allowed_and_alive)()
+            try:
+                refusal = await database_sync_to_async(still_allowed_and_alive)()
+            except Exception:  # the database is away: keep the console, try again next time
+                log.warning("console re-check failed: session=%s", self.session_id, exc_info=True)
+                continue
             if refusal is not None:
                 log.info("console closed on re-check: session=%s code=%s", self.session_id, refusal.code)
                 return await self._close(refusal.code, refusal.reason)
