@@ -25,6 +25,11 @@ whether a broker message, as sent on logout, still closes every one of them); an
 gateway's health afterwards (exceptions and warnings in its log, console session rows left
 open).
 
+--client lean swaps the browsers' websocket client for one that costs far less per read
+(console_proxy_lean.py), and --gateway-workers N runs the gateway with uvicorn --workers N:
+with the default client the bench's own process is 40-90% busy in the 50-session run, so the
+aggregate partly measures the client.
+
 Everything runs in isolation: a temporary VDI_VAR_DIR and SQLite database (or an empty
 database given with --database-url), channel-layer prefix vdibench, Celery on Redis
 database 14 (nothing is enqueued). All processes and files are removed at the end, also on
@@ -99,6 +104,11 @@ def parse_args() -> argparse.Namespace:
                         help="the VM's VNC password (at most 8 characters count), sealed into every ticket")
     parser.add_argument("--database-url", help="an EMPTY database instead of a temporary SQLite file")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here at the end")
+    parser.add_argument("--client", choices=["websockets", "lean"], default="websockets",
+                        help="the browsers' websocket client: the websockets library (default), or "
+                             "console_proxy_lean.py, which costs far less per read")
+    parser.add_argument("--gateway-workers", type=int, default=1,
+                        help="uvicorn --workers for the gateway (default 1, as make run starts it)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test")
     args = parser.parse_args()
     if args.quick:
@@ -342,6 +352,9 @@ def table(args, summary: dict, figures: dict, met: dict, context: list[str]) -> 
 
 def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     load_at_start = os.getloadavg()  # before our own processes add to it
+    import console_proxy_client
+
+    console_proxy_client.WEBSOCKET_CLIENT = args.client
     nofile = procs.raise_open_files_limit()
     from console_proxy_fixture import configure_environment, create_slots, issue_tickets, migrate, \
         quiet_bench_logging, session_cookie_header
@@ -370,7 +383,7 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
 
     portal_port, websockify_port = procs.free_port(), procs.free_port()
     progress(f"starting uvicorn as `make run` does, on port {portal_port}")
-    uvicorn = procs.start_uvicorn(env=env, log_dir=log_dir, port=portal_port)
+    uvicorn = procs.start_uvicorn(env=env, log_dir=log_dir, port=portal_port, workers=args.gateway_workers)
     state["services"].append(uvicorn)
     progress(f"starting websockify {procs.websockify_version()} on port {websockify_port}")
     websockify = procs.start_websockify(env=env, log_dir=log_dir, port=websockify_port, vm_port=vm_port)
@@ -425,10 +438,12 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
         f"console proxy bench: {os.cpu_count()} CPUs, load at start {loads(load_at_start)} and at the end "
         f"{loads(os.getloadavg())} (1/5/15 min), {args.rounds} rounds interleaved (medians), "
         f"{time.perf_counter() - started:.0f} s of measuring, open files {nofile}",
-        f"gateway: python -m config.serve (uvicorn {' '.join(CONSOLE_OPTIONS)}) (pid "
+        f"gateway: python -m config.serve (uvicorn {' '.join(CONSOLE_OPTIONS)}, workers "
+        f"{args.gateway_workers}) (pid "
         f"{uvicorn.pid}); websockify {procs.websockify_version()} (pid {websockify.pid}); fake VM security "
         f"{args.vm_security}",
-        "security the browser negotiated: " + ", ".join(f"{p.name} {p.security_names()}" for p in peers),
+        "security the browser negotiated: " + ", ".join(f"{p.name} {p.security_names()}" for p in peers)
+        + f"; websocket client: {args.client}",
     ]
     result = {
         **figures,

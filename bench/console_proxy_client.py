@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from websockets.asyncio.client import connect
 from websockets.protocol import State
 
+from console_proxy_lean import lean_connect
 from console_proxy_rfb import SECURITY_NAMES, handshake_as_browser
 
 MODE_ECHO, MODE_FLOOD = b"E", b"F"
+# Which websocket client the gateway and websockify peers use: "websockets" (the library) or
+# "lean" (console_proxy_lean.py, far cheaper per read). Set from --client.
+WEBSOCKET_CLIENT = "websockets"
 OPEN_TIMEOUT_S = 30
 CLOSE_TIMEOUT_S = 2
 READ_TIMEOUT_S = 30  # one read: far beyond any stall the bench reports
@@ -173,6 +177,12 @@ def _ws_options(origin: str, cookie_header: str | None) -> dict:
     )
 
 
+async def _open_websocket(port: int, path: str, origin: str, cookie_header: str | None):
+    if WEBSOCKET_CLIENT == "lean":
+        return await lean_connect("127.0.0.1", port, path, origin=origin, cookie_header=cookie_header)
+    return WebSocketStream(await connect(f"ws://127.0.0.1:{port}{path}", **_ws_options(origin, cookie_header)))
+
+
 class GatewayPeer(Peer):
     """The project's console websocket, served by uvicorn, one ticket per connection."""
 
@@ -207,13 +217,12 @@ class GatewayPeer(Peer):
 
         return await self.run_in_django(close_consoles_of_users, [s.ticket[0].user.pk for s in sessions], code=code)
 
-    async def connect(self, ticket) -> WebSocketStream:
+    async def connect(self, ticket):
         slot, token = ticket
         from console_proxy_fixture import session_cookie_header
 
-        url = f"ws://127.0.0.1:{self.port}/ws/console/{slot.desktop.pk}/?ticket={token}"
-        ws = await connect(url, **_ws_options(self.origin, session_cookie_header(slot.cookie)))
-        return WebSocketStream(ws)
+        path = f"/ws/console/{slot.desktop.pk}/?ticket={token}"
+        return await _open_websocket(self.port, path, self.origin, session_cookie_header(slot.cookie))
 
 
 class WebsockifyPeer(Peer):
@@ -225,9 +234,8 @@ class WebsockifyPeer(Peer):
         super().__init__(vm_password=vm_password)
         self.service, self.port, self.origin, self.cookie_header = service, port, origin, cookie_header
 
-    async def connect(self, ticket) -> WebSocketStream:
-        ws = await connect(f"ws://127.0.0.1:{self.port}/", **_ws_options(self.origin, self.cookie_header))
-        return WebSocketStream(ws)
+    async def connect(self, ticket):
+        return await _open_websocket(self.port, "/", self.origin, self.cookie_header)
 
 
 class RawPeer(Peer):

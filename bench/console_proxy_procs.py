@@ -165,11 +165,12 @@ def start_vm(*, env: dict, log_dir: Path, security: str, password: str | None) -
     raise ProcessFailed(f"the fake VM did not start:\n{service.tail()}")
 
 
-def start_uvicorn(*, env: dict, log_dir: Path, port: int) -> Service:
-    """As scripts/run.sh starts the portal (`make run`), on a port of our own."""
+def start_uvicorn(*, env: dict, log_dir: Path, port: int, workers: int = 1) -> Service:
+    """As scripts/run.sh starts the portal (`make run`), on a port of our own; `workers` > 1
+    adds uvicorn's --workers (one process per core, as a bigger host would run it)."""
     service = Service("uvicorn", [
         str(BIN / "python"), "-m", "config.serve", "config.asgi:application", "--host", "127.0.0.1",
-        "--port", str(port),
+        "--port", str(port), *(["--workers", str(workers)] if workers > 1 else []),
     ], env=env, log_path=log_dir / "portal.log")
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
