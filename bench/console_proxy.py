@@ -25,10 +25,12 @@ whether a broker message, as sent on logout, still closes every one of them); an
 gateway's health afterwards (exceptions and warnings in its log, console session rows left
 open).
 
---client lean swaps the browsers' websocket client for one that costs far less per read
-(console_proxy_lean.py), and --gateway-workers N runs the gateway with uvicorn --workers N:
-with the default client the bench's own process is 40-90% busy in the 50-session run, so the
-aggregate partly measures the client.
+The browsers' websocket client is console_proxy_lean.py by default: it parses frames in place
+and only counts a flood's bytes, so, like a browser's network stack, it costs little per read.
+`--client websockets` uses the websockets library instead: that client's own process is then
+40-90% busy in the 50-session run and pays for every wakeup, so the aggregate measures the
+client as much as the relays (and favours a relay that delivers late, in bigger reads).
+`--gateway-workers N` runs the gateway with uvicorn --workers N (make run: 1).
 
 Everything runs in isolation: a temporary VDI_VAR_DIR and SQLite database (or an empty
 database given with --database-url), channel-layer prefix vdibench, Celery on Redis
@@ -104,9 +106,9 @@ def parse_args() -> argparse.Namespace:
                         help="the VM's VNC password (at most 8 characters count), sealed into every ticket")
     parser.add_argument("--database-url", help="an EMPTY database instead of a temporary SQLite file")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here at the end")
-    parser.add_argument("--client", choices=["websockets", "lean"], default="websockets",
-                        help="the browsers' websocket client: the websockets library (default), or "
-                             "console_proxy_lean.py, which costs far less per read")
+    parser.add_argument("--client", choices=["lean", "websockets"], default="lean",
+                        help="the browsers' websocket client: console_proxy_lean.py (default; little "
+                             "cost per read, like a browser's network stack) or the websockets library")
     parser.add_argument("--gateway-workers", type=int, default=1,
                         help="uvicorn --workers for the gateway (default 1, as make run starts it)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test")

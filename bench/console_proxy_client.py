@@ -5,8 +5,9 @@ fresh ticket), websockify (the same websocket client, same headers), or a raw TC
 (the floor). Every session opens with console_proxy_rfb.handshake_as_browser, whatever the
 peer, and then asks the fake VM for echo, a flood or nothing (console_proxy_vm.py).
 
-The websocket client is identical for the gateway and websockify: websockets' asyncio client,
-no compression, no size limit, subprotocol `binary`, no keepalive pings (browsers send none).
+The websocket client is identical for the gateway and websockify: console_proxy_lean.py by
+default, or with --client websockets the websockets library's asyncio client (no compression,
+no size limit). Either way subprotocol `binary` and no keepalive pings (browsers send none).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from console_proxy_lean import lean_connect
 from console_proxy_rfb import SECURITY_NAMES, handshake_as_browser
 
 MODE_ECHO, MODE_FLOOD = b"E", b"F"
-# Which websocket client the gateway and websockify peers use: "websockets" (the library) or
-# "lean" (console_proxy_lean.py, far cheaper per read). Set from --client.
-WEBSOCKET_CLIENT = "websockets"
+# Which websocket client the gateway and websockify peers use: "lean" (console_proxy_lean.py,
+# cheap per read) or "websockets" (the library). Set from --client.
+WEBSOCKET_CLIENT = "lean"
 OPEN_TIMEOUT_S = 30
 CLOSE_TIMEOUT_S = 2
 READ_TIMEOUT_S = 30  # one read: far beyond any stall the bench reports

@@ -10,8 +10,9 @@ It writes nothing but the console session row.
   browser (desktop_socket.py), and uvicorn's send waits while the browser socket's write
   buffer is full; each browser message is written to the desktop and drained before the next
   is read.
-- Screen data is not copied in Python on its way out: uvicorn_protocol.py writes the frame
-  header and the chunk as they are.
+- Screen data is not copied in Python on its way out, and while the browser keeps up it goes
+  out from the desktop socket's data_received with no task switch (desktop_socket.py,
+  uvicorn_protocol.DirectBinarySend); under any other ASGI server it goes through send().
 - TCP_NODELAY on the desktop socket (asyncio sets it on the browser's too). No per-message
   compression: config/serve.py runs uvicorn with `--ws-per-message-deflate false`.
 - VNC: the gateway answers QEMU's VNC authentication with the ticket's one-time password and
@@ -40,6 +41,7 @@ from . import rfb, spice
 from .desktop_socket import DesktopChunks
 from .login import cookie_header, login_from_cookie_header, login_session_exists
 from .origin import is_allowed_origin, websocket_origin
+from .uvicorn_protocol import DIRECT_BINARY_SEND
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class ConsoleConnection:
         self.session_key: str | None = None  # the login session's, once admitted
         self.target: tickets.ConsoleTarget | None = None
         self.guest_writer: asyncio.StreamWriter | None = None
+        self.desktop: DesktopChunks | None = None
         self.tasks: list[asyncio.Task] = []
         self.channel_name: str | None = None
         self.groups_joined: list[str] = []
@@ -140,7 +143,8 @@ class ConsoleConnection:
         reader, writer = (await _all_or_first_failure(steps))[0]
         # The handshake is over: from here the desktop socket is relayed chunk by chunk.
         # (What the StreamReader already buffered is handed over first.)
-        desktop = DesktopChunks(writer.transport, bytes(reader._buffer))
+        direct = self.scope.get("extensions", {}).get(DIRECT_BINARY_SEND, {}).get("sender")
+        desktop = self.desktop = DesktopChunks(writer.transport, bytes(reader._buffer), direct=direct)
         writer.transport.set_protocol(desktop)
         if not writer.transport.is_reading():
             writer.transport.resume_reading()  # the StreamReader may have paused it
@@ -415,5 +419,6 @@ class ConsoleConnection:
             code, reason = self.closed_with or (1000, "closed by the browser")
             await database_sync_to_async(console_sessions.close_console_session)(
                 session_id=self.session_id, code=code, reason=reason,
-                bytes_to_client=self.bytes_to_client, bytes_to_desktop=self.bytes_to_desktop)
+                bytes_to_client=self.bytes_to_client + (self.desktop.sent_directly if self.desktop else 0),
+                bytes_to_desktop=self.bytes_to_desktop)
             log.info("console closed: session=%s code=%s", self.session_id, code)

@@ -40,6 +40,11 @@ def binary_frame_header(length: int) -> bytes:
 
 
 class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
+    def handle_connect(self, event) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            self.scope["extensions"][DIRECT_BINARY_SEND] = {"sender": DirectBinarySend(self)}
+
     async def send(self, message) -> None:
         data = message.get("bytes") if message["type"] == "websocket.send" else None
         if (data is None or not self.handshake_complete or self.close_sent or self.initial_response is not None
@@ -51,3 +56,32 @@ class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.conn.state is not State.OPEN:  # closed while we waited
             return await super().send(message)
         self.transport.writelines((binary_frame_header(len(data)), data))
+
+
+# An ASGI scope extension of the websockets this protocol serves: {"sender": DirectBinarySend}.
+DIRECT_BINARY_SEND = "vdi.direct_binary_send"
+
+
+class DirectBinarySend:
+    """Binary messages written from a plain protocol callback, with no task switch and no ASGI
+    message: the console relay writes each chunk of the desktop's screen data the moment it
+    arrives, as long as the browser's socket takes it (can_send_now). When the socket's write
+    buffer passes its high-water mark the relay stops reading the desktop and awaits
+    writable(), which is the same backpressure as the ASGI send's."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: "ConsoleWebSocketProtocol"):
+        self.protocol = protocol
+
+    def can_send_now(self) -> bool:
+        p = self.protocol
+        return (p.writable.is_set() and p.handshake_complete and not p.disconnected and not p.close_sent
+                and p.initial_response is None and p.conn.state is State.OPEN and not p.conn.extensions)
+
+    def send_now(self, data) -> None:
+        """Only after can_send_now() said yes, in the same callback."""
+        self.protocol.transport.writelines((binary_frame_header(len(data)), data))
+
+    async def writable(self) -> None:
+        await self.protocol.writable.wait()
