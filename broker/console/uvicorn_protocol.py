@@ -76,8 +76,10 @@ class DirectBinarySend:
 
     def can_send_now(self) -> bool:
         p = self.protocol
+        # is_closing(): the socket may already be shut while connection_lost() is still queued.
         return (p.writable.is_set() and p.handshake_complete and not p.disconnected and not p.close_sent
-                and p.initial_response is None and p.conn.state is State.OPEN and not p.conn.extensions)
+                and p.initial_response is None and p.conn.state is State.OPEN and not p.conn.extensions
+                and not p.transport.is_closing())
 
     def send_now(self, data) -> None:
         """Only after can_send_now() said yes, in the same callback."""
