@@ -11,7 +11,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from broker.models import ConsoleSession, ConsoleTicket, Desktop, DesktopState, Entitlement
-from broker.services.tickets import grant_console, issue_console_ticket
+from broker.services.tickets import grant_console
+from tests.support.console_client import portal_ticket as ticket_for
 from tests.support.console_client import WebsocketBytes, open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.desktops import running_desktop_on
 from tests.support.measurements import write_measurement
@@ -26,12 +27,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def fake_desktop(echo_desktop):
     return echo_desktop
 
-
-def ticket_for(stack, user, desktop, cookie, server=None):
-    """A ticket as the portal issues it; `server` is the fake desktop whose password it carries."""
-    password = server.vnc_password if server is not None else None
-    return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
-                                origin=stack.base_url, console_password=password)
 
 
 @pytest.mark.libvirt

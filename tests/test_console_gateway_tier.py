@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from broker.models import ConsoleSession, Desktop
 from broker.services import console_control
 from broker.services.console_sessions import close_abandoned_console_sessions
-from broker.services.tickets import grant_console, issue_console_ticket
+from broker.services.tickets import grant_console
+from tests.support.console_client import portal_ticket as ticket
 from tests.support.console_client import (WebsocketBytes, open_console, refusal, session_cookie,
                                           vnc_login_as_browser)
 from tests.support.gateway_tier import GatewayProcess
@@ -40,10 +41,6 @@ def tier(live_stack):
 def desktop(echo_desktop):
     return echo_desktop
 
-
-def ticket(stack, user, desktop, cookie, server):
-    return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
-                                origin=stack.base_url, console_password=server.vnc_password)
 
 
 def test_the_tier_relays_a_console_opened_from_the_portals_page(live_stack, tier, desktop, employee, echo_server):
@@ -111,9 +108,7 @@ def test_the_tier_refuses_a_ticket_granted_on_another_port_than_the_recorded_one
     """Without libvirt, the tier takes the port the broker recorded from the live definition
     when the VM last started; it must still be the port the grant set the password on."""
     cookie = session_cookie(employee)
-    token = issue_console_ticket(user=employee, session_key=cookie, desktop=desktop, protocol="vnc",
-                                 origin=live_stack.base_url, console_password=echo_server.vnc_password,
-                                 port=echo_server.port + 1)
+    token = ticket(live_stack, employee, desktop, cookie, echo_server, port=echo_server.port + 1)
     assert refusal(tier.endpoint, desktop.pk, token, cookie=cookie) == (
         4502, "The desktop's console moved (its VM restarted); reconnecting.")
     assert echo_server.connections == 0

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from broker.models import Desktop, DesktopState
-from broker.services.tickets import issue_console_ticket
+from tests.support.console_client import portal_ticket as ticket
 from tests.support.console_client import open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.desktops import running_desktop_on, libvirt_test_node_host
 from tests.support.stream_server import StreamServer
@@ -22,10 +22,6 @@ def decoy():
     with StreamServer("echo") as server:
         yield server
 
-
-def ticket(stack, user, desktop, cookie, server, **grant):
-    return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol="vnc",
-                                origin=stack.base_url, console_password=server.vnc_password, **grant)
 
 
 def test_it_connects_where_the_live_definition_says_not_where_the_row_says(live_stack, pool, employee,

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from broker.console import rfb
-from broker.services.tickets import issue_console_ticket
+from tests.support.console_client import portal_ticket as ticket
 from tests.support.console_client import WebsocketBytes, open_console, session_cookie
 from tests.support.gateway_tier import GatewayProcess
 
@@ -28,10 +28,6 @@ def websockify(live_stack):
 def desktop(echo_desktop):
     return echo_desktop
 
-
-def ticket(stack, user, desktop, cookie, server, protocol="vnc"):
-    return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol=protocol,
-                                origin=stack.base_url, console_password=server.vnc_password)
 
 
 async def open_websockify(gateway, token, *, cookie=None, origin="own"):

@@ -70,3 +70,13 @@ async def vnc_login_as_browser(ws) -> list[int]:
     assert await stream.read(4) == b"\0\0\0\0", "the gateway refused its own 'None' security"
     assert not stream.buffer
     return offered
+
+
+def portal_ticket(stack, user, desktop, cookie, server=None, protocol="vnc", **grant):
+    """A console ticket as the portal issues it for `stack`'s page; `server` is the fake desktop
+    whose VNC password it carries (what grant_console() would have set on a real VM)."""
+    from broker.services.tickets import issue_console_ticket
+
+    return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol=protocol,
+                                origin=stack.base_url,
+                                console_password=server.vnc_password if server is not None else None, **grant)
