@@ -6,7 +6,8 @@ A console relays gigabytes of screen updates as binary messages. uvicorn frames 
 through websockets' Frame.serialize, which copies the payload into a BytesIO and out again
 before the socket sees it. Here a binary message goes out as a 2-10 byte frame header plus the
 payload object itself, in one `transport.writelines()` (one writev() under uvloop): the only
-copy left is the kernel's. bench/console_proxy.py measured what that is worth (see README).
+copy left is the kernel's. DirectBinarySend (below) lets the console relay do the same from
+its desktop socket's callback, with no task switch and no ASGI message.
 
 Everything else (handshake, text, close, pings, flow control, errors) is uvicorn's own code.
 The fast path is taken only where uvicorn's would send a plain data frame: handshake done, no
@@ -40,6 +41,12 @@ def binary_frame_header(length: int) -> bytes:
 
 
 class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
+    def sends_plain_frames(self) -> bool:
+        """Where uvicorn itself would just frame and write a data message: the handshake is
+        done, nothing is closing and no extension transforms frames."""
+        return (self.handshake_complete and not self.disconnected and not self.close_sent
+                and self.initial_response is None and self.conn.state is State.OPEN and not self.conn.extensions)
+
     def handle_connect(self, event) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:
@@ -47,13 +54,12 @@ class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message) -> None:
         data = message.get("bytes") if message["type"] == "websocket.send" else None
-        if (data is None or not self.handshake_complete or self.close_sent or self.initial_response is not None
-                or self.conn.state is not State.OPEN or self.conn.extensions):
+        if data is None or not self.sends_plain_frames():
             return await super().send(message)
         await self.writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
-        if self.close_sent or self.conn.state is not State.OPEN:  # closed while we waited
+        if not self.sends_plain_frames():  # closed while we waited
             return await super().send(message)
         self.transport.writelines((binary_frame_header(len(data)), data))
 
@@ -77,9 +83,7 @@ class DirectBinarySend:
     def can_send_now(self) -> bool:
         p = self.protocol
         # is_closing(): the socket may already be shut while connection_lost() is still queued.
-        return (p.writable.is_set() and p.handshake_complete and not p.disconnected and not p.close_sent
-                and p.initial_response is None and p.conn.state is State.OPEN and not p.conn.extensions
-                and not p.transport.is_closing())
+        return p.writable.is_set() and p.sends_plain_frames() and not p.transport.is_closing()
 
     def send_now(self, data) -> None:
         """Only after can_send_now() said yes, in the same callback."""

@@ -214,7 +214,10 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         raise ConsoleRefused(NOT_ENTITLED, "You are no longer entitled to this desktop.")
     if desktop.state != DesktopState.RUNNING:
         raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
-    port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
+    if first_use or not ticket.port:
+        port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
+    else:  # another channel of a SPICE session whose main channel resolved it seconds ago
+        port = ticket.port
     return ConsoleTarget(
         desktop_id=desktop.pk,
         user_id=user.pk,
