@@ -17,7 +17,8 @@ the host falls on both alike; --schedule direct-first runs all N of one path, th
 
 Everything runs in isolation: a temporary VDI_VAR_DIR and SQLite database (or an empty
 database given with --database-url), Redis database 14 for Celery, and the name prefix
-vdibench- for every domain, volume and serial log; all of them are removed at the end, also
+vdibench-launch- for every domain, volume and serial log (bench/provisioning.py uses
+vdibench-prov-, so each removes only its own); all of them are removed at the end, also
 on Ctrl+C. The table goes to stdout, its last line is one JSON object; progress to stderr.
 """
 
@@ -43,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-NAME_PREFIX = "vdibench-"
+NAME_PREFIX = "vdibench-launch-"
 CELERY_BROKER_URL = "redis://127.0.0.1:6379/14"
 LIBVIRT_URI = "qemu:///system"
 DEFAULT_IMAGE = "/var/lib/vdi/images/demo-linux-v2.qcow2"
@@ -138,13 +139,13 @@ def create_fixture(args) -> Fixture:
     # Model defaults (1 vCPU, 256 MiB, linked clones): what a pool gets unless an admin changes it,
     # except where the model has these knobs: no size cap below what the bench launches, and no
     # data disk (the direct path builds the system disk only, so both guests stay identical).
-    # The name is the middle of the domain names: vdibench-broker-....
+    # The name is the middle of the domain names: vdibench-launch-broker-....
     pool_fields = {f.name for f in Pool._meta.get_fields()}
     knobs = {"max_desktops": args.desktops + 1, "data_disk_gib": 0}
     pool = Pool.objects.create(name="broker", display_name="Launch benchmark", image=image,
                                **{name: value for name, value in knobs.items() if name in pool_fields})
     User = get_user_model()
-    users = [User.objects.create_user(username=f"vdibench-{i:03d}") for i in range(args.desktops + 1)]
+    users = [User.objects.create_user(username=f"{NAME_PREFIX}{i:03d}") for i in range(args.desktops + 1)]
     Entitlement.objects.bulk_create([Entitlement(pool=pool, user=user) for user in users])
     return Fixture(host=host, pool=pool, users=users[1:], warmup_user=users[0])
 
@@ -481,15 +482,19 @@ def remove_bench_leftovers(conn, storage_pool: str, serial_log_dir: str, prefix:
     return removed
 
 
-def leftovers(conn, storage_pool: str) -> list[str]:
+def leftovers(conn, storage_pool: str, serial_log_dir: str = "", prefix: str = NAME_PREFIX) -> list[str]:
+    """Domains, volumes and serial logs named `prefix`* that are still there."""
     import libvirt
 
-    names = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(NAME_PREFIX)]
+    names = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(prefix)]
     try:
-        storage = conn.storagePoolLookupByName(storage_pool)
+        names += [v.name() for v in volumes_of(conn.storagePoolLookupByName(storage_pool))
+                  if v.name().startswith(prefix)]
     except libvirt.libvirtError:
-        return names
-    return names + [v.name() for v in volumes_of(storage) if v.name().startswith(NAME_PREFIX)]
+        pass
+    if serial_log_dir:
+        names += [log.name for log in Path(serial_log_dir).glob(f"{prefix}*.log")]
+    return names
 
 
 def volumes_of(storage) -> list:
@@ -718,8 +723,10 @@ def report_failure(var_dir: Path) -> None:
     progress(f"worker log, last lines:\n{tail(var_dir / 'worker.log', 60)}")
 
 
-def clean_up(state: dict, var_dir: Path) -> list[str]:
-    """Undo whatever `run` got to; every step is tried even if an earlier one fails.
+def clean_up(state: dict, var_dir: Path, *, prefix: str = NAME_PREFIX, delete_rows=delete_fixture_rows,
+             after_worker=None) -> list[str]:
+    """Undo whatever a bench's `run` got to; every step is tried even if an earlier one fails.
+    Shared with bench/provisioning.py (its own prefix, rows and queue purge).
 
     Returns what is still there (or ["?"] when a step failed), for the exit status."""
     left: list[str] = []
@@ -733,29 +740,32 @@ def clean_up(state: dict, var_dir: Path) -> list[str]:
 
     if "worker" in state:  # first, so no task recreates a domain behind the sweep
         attempt("stopping the worker", lambda: stop_worker(state["worker"]))
+        if after_worker is not None:
+            attempt("purging our queue", after_worker)
         progress("worker stopped")
     conn = state.get("conn")
     if conn is not None:
-        attempt("removing domains, volumes and logs",
-                lambda: remove_bench_leftovers(conn, state["storage_pool"], state["serial_log_dir"]))
-        left += attempt("listing leftovers", lambda: leftovers(conn, state["storage_pool"])) or []
+        pool, logs = state["storage_pool"], state["serial_log_dir"]
+        attempt("removing domains, volumes and logs", lambda: remove_bench_leftovers(conn, pool, logs, prefix=prefix))
+        left += attempt("listing leftovers", lambda: leftovers(conn, pool, logs, prefix=prefix)) or []
         attempt("closing libvirt", conn.close)
     if state.get("rows_in_given_database"):
-        attempt("deleting the bench's rows", delete_fixture_rows)
+        attempt("deleting the bench's rows", delete_rows)
     shutil.rmtree(var_dir, ignore_errors=True)
     if left:
         progress(f"cleanup incomplete: {left}")
     return left
 
 
-def main() -> int:
-    args = parse_args()
+def run_bench(run, *, args, temp_prefix: str, clean_up=clean_up) -> int:
+    """A bench's main: run it, clean up whatever happened (also on Ctrl+C or SIGTERM), then
+    print the table and the JSON line. Shared with bench/provisioning.py."""
 
     def terminate(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    var_dir = Path(tempfile.mkdtemp(prefix="vdibench-"))
+    var_dir = Path(tempfile.mkdtemp(prefix=temp_prefix))
     state: dict = {}
     result = None
     try:
@@ -781,6 +791,10 @@ def main() -> int:
     print(table)
     print(json.dumps(summary))
     return 0
+
+
+def main() -> int:
+    return run_bench(run, args=parse_args(), temp_prefix=NAME_PREFIX)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,9 @@ import json
 import os
 import queue
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -60,10 +57,7 @@ from bench.launch import (  # noqa: E402
     progress,
     raise_if_stopped,
     remove_bench_leftovers,
-    report_failure,
     start_worker,
-    stop_worker,
-    volumes_of,
     wait_for_rfb,
 )
 
@@ -642,84 +636,13 @@ def run(args, var_dir: Path, state: dict) -> tuple[str, dict]:
     return report(args, executed, context, fixture), summary_json(args, executed, context)
 
 
-def leftovers(conn, storage_pool: str, serial_log_dir: str) -> list[str]:
-    import libvirt
-
-    names = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(NAME_PREFIX)]
-    try:
-        names += [v.name() for v in volumes_of(conn.storagePoolLookupByName(storage_pool))
-                  if v.name().startswith(NAME_PREFIX)]
-    except libvirt.libvirtError:
-        pass
-    if serial_log_dir:
-        names += [log.name for log in Path(serial_log_dir).glob(f"{NAME_PREFIX}*.log")]
-    return names
-
-
 def clean_up(state: dict, var_dir: Path) -> list[str]:
-    """Undo whatever `run` got to; every step is tried even if an earlier one fails.
-
-    Returns what is still there (or ["?"] when a step failed), for the exit status."""
-    left: list[str] = []
-
-    def attempt(what, step):
-        try:
-            return step()
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next step
-            progress(f"cleanup: {what} failed: {exc!r}")
-            left.append("?")
-
-    if "worker" in state:  # first, so no task recreates a domain behind the sweep
-        attempt("stopping the worker", lambda: stop_worker(state["worker"]))
-        attempt("purging our queue", purge_our_queue)
-        progress("worker stopped")
-    conn = state.get("conn")
-    if conn is not None:
-        pool, logs = state["storage_pool"], state["serial_log_dir"]
-        attempt("removing domains, volumes and logs",
-                lambda: remove_bench_leftovers(conn, pool, logs, prefix=NAME_PREFIX))
-        left += attempt("listing leftovers", lambda: leftovers(conn, pool, logs)) or []
-        attempt("closing libvirt", conn.close)
-    if state.get("rows_in_given_database"):
-        attempt("deleting the bench's rows", delete_fixture_rows)
-    shutil.rmtree(var_dir, ignore_errors=True)
-    if left:
-        progress(f"cleanup incomplete: {left}")
-    return left
+    return launch.clean_up(state, var_dir, prefix=NAME_PREFIX, delete_rows=delete_fixture_rows,
+                           after_worker=purge_our_queue)
 
 
 def main() -> int:
-    args = parse_args()
-
-    def terminate(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    var_dir = Path(tempfile.mkdtemp(prefix=NAME_PREFIX))
-    state: dict = {}
-    result = None
-    try:
-        result = run(args, var_dir, state)
-    except BenchAborted as exc:
-        progress(f"aborted: {exc}")
-        report_failure(var_dir)
-    except KeyboardInterrupt:
-        progress("interrupted")
-    except Exception:
-        report_failure(var_dir)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        launch.STOP.set()
-        progress("cleaning up")
-        left = clean_up(state, var_dir)
-    if result is None or left:
-        return 1
-    table, summary = result
-    print(table)
-    print(json.dumps(summary))
-    return 0
+    return launch.run_bench(run, args=parse_args(), temp_prefix=NAME_PREFIX, clean_up=clean_up)
 
 
 if __name__ == "__main__":
