@@ -2,7 +2,7 @@
 
 Everything a browser needs to reach the gateway as deployed: a user with a real Django login
 session (its cookie), a running desktop whose console port is the bench's fake VM, and a
-one-time console ticket per connection issued by broker.services.tickets, bound to the
+one-time console ticket per connection issued by broker.console.tickets, bound to the
 portal's origin. The desktops' VMs are domains of libvirt's test driver, read from a node
 file (test:///<file>) whose graphics port is the fake VM's: the gateway resolves every
 console's port from that live definition when it connects, as it does against QEMU. One user with one desktop per console slot, so that per-user and
@@ -143,7 +143,7 @@ def issue_tickets(slots: list[Slot], *, origin: str, vm_password: str | None) ->
     Each ticket in its own autocommit, as the portal's requests do: a transaction around them
     all would read, then ask SQLite for the write lock while the gateway writes, and fail at
     once ("database is locked") instead of waiting."""
-    from broker.services.tickets import issue_console_ticket
+    from broker.console.tickets import issue_console_ticket
 
     extra = {}
     if vm_password and "console_password" in inspect.signature(issue_console_ticket).parameters:
@@ -187,7 +187,7 @@ def close_consoles_of_users(user_ids: list[int], *, code: int) -> int:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from broker.services import console_control
+    from broker.console import control as console_control
 
     layer = get_channel_layer()
     message = {"type": "console.terminate", "code": code, "reason": "Closed by the console benchmark."}

@@ -14,6 +14,7 @@ from .models import (
     Host,
     Pool,
 )
+from .enqueue import enqueue_after_commit
 from .models.desktops import LIVE_STATES
 
 
@@ -273,16 +274,12 @@ class DesktopAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete the selected desktops (power off, remove domain and disk)")
     def delete_desktops_on_host(self, request, queryset):
-        from django.db import transaction
-
-        from .tasks import delete_desktop_task
-
         count = 0
         for desktop in queryset.exclude(state=DesktopState.DELETED):
             if desktop.state == DesktopState.DELETING or desktop.transition(
                 DesktopState.DELETING, message="deletion requested by admin", actor=request.user
             ):
-                transaction.on_commit(lambda pk=desktop.pk: delete_desktop_task.delay(pk))
+                enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
                 count += 1
         self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
 

@@ -5,7 +5,8 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from .models import Entitlement
-from .services import console_control, tickets
+from .console import control as console_control
+from .console.close_codes import CloseCode
 from .services.access import revoke_lost_access_on_commit
 
 User = get_user_model()
@@ -41,6 +42,6 @@ def close_consoles_of_the_ended_login(sender, request, user, **kwargs):
     if session_key:
         console_control.close_consoles(
             group=console_control.login_session_group(session_key),
-            code=tickets.NOT_LOGGED_IN,
+            code=CloseCode.NOT_LOGGED_IN,
             reason="You logged out.",
         )

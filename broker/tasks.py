@@ -102,6 +102,14 @@ def enforce_disconnect_timeouts_task():
 
 
 @shared_task
+def purge_expired_console_tickets_task():
+    """Console tickets live seconds; their rows are kept an hour for the record, then removed."""
+    from .console.tickets import purge_expired_tickets
+
+    purge_expired_tickets()
+
+
+@shared_task
 def checksum_image_version_task(version_id: int):
     from .services.images import record_checksum
 

@@ -198,6 +198,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "broker.tasks.delete_desktops_past_their_hold_task",
         "schedule": 300.0,
     },
+    # Without it the ticket table grows by a row per console opened, for ever.
+    "purge-expired-console-tickets": {
+        "task": "broker.tasks.purge_expired_console_tickets_task",
+        "schedule": 600.0,
+    },
 }
 if LDAP_ENABLED:  # noqa: F405
     # Keep users and group memberships in step with the directory without waiting for logins.

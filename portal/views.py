@@ -13,7 +13,8 @@ from broker.models.desktops import LIVE_STATES
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session
 from broker.services.errors import LaunchRefused
-from broker.services.tickets import ConsoleRefused, grant_console
+from broker.console.close_codes import ConsoleRefused
+from broker.console.tickets import grant_console
 from identity.services import audit
 
 from .progress import desktop_progress

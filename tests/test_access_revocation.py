@@ -11,7 +11,7 @@ from django.utils import timezone
 from websockets.exceptions import ConnectionClosed
 
 from broker.models import Desktop, DesktopState, Entitlement
-from broker.services.tickets import issue_console_ticket
+from broker.console.tickets import issue_console_ticket
 from broker.tasks import delete_desktops_past_their_hold_task
 from tests.support.threads import closing_connection
 from tests.support.console_client import open_console, vnc_login_as_browser

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from broker.models import ConsoleSession, ConsoleTicket, Desktop, DesktopState, Entitlement
-from broker.services.tickets import grant_console
+from broker.console.tickets import grant_console
 from tests.support.console_client import portal_ticket as ticket_for
 from tests.support.console_client import WebsocketBytes, open_console, refusal, session_cookie, vnc_login_as_browser
 from tests.support.desktops import running_desktop_on

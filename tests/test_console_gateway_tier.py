@@ -14,9 +14,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from broker.models import ConsoleSession, Desktop
-from broker.services import console_control
-from broker.services.console_sessions import close_abandoned_console_sessions
-from broker.services.tickets import grant_console
+from broker.console import control as console_control
+from broker.console.sessions import close_abandoned_console_sessions
+from broker.console.tickets import grant_console
 from tests.support.console_client import portal_ticket as ticket
 from tests.support.console_client import (WebsocketBytes, open_console, refusal, session_cookie,
                                           vnc_login_as_browser)

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from broker.models import ConsoleSession
-from broker.services.tickets import issue_console_ticket
+from broker.console.tickets import issue_console_ticket
 from tests.support.desktops import running_desktop_on
 from tests.support.console_client import open_console, session_cookie, vnc_login_as_browser
 

@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from broker.console import rfb
 from broker.models import ConsoleTicket
-from broker.services.tickets import grant_console, unseal_password
+from broker.console.tickets import grant_console, unseal_password
 from tests.support.console_client import WebsocketBytes, open_console, session_cookie, vnc_login_as_browser
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.libvirt]

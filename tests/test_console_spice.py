@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from broker.console import spice
 from broker.models import ConsoleSession, ConsoleTicket
-from broker.services.tickets import issue_console_ticket
+from broker.console.tickets import issue_console_ticket
 from tests.support.console_client import open_console, session_cookie
 from tests.support.desktops import running_desktop_on
 from tests.support.stream_server import StreamServer

@@ -35,9 +35,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from channels.layers import get_channel_layer
 
-from ..services import console_control, console_sessions, tickets
-from ..services.tickets import ConsoleRefused
-from . import rfb, spice
+from . import control as console_control
+from . import rfb, spice, tickets
+from . import sessions as console_sessions
+from .close_codes import CloseCode, ConsoleRefused
+from .targets import ConsoleTarget
 from .desktop_socket import DesktopChunks
 from .login import cookie_header, login_from_cookie_header, login_session_exists
 from .origin import is_allowed_origin, websocket_origin
@@ -48,8 +50,6 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 5
 LINK_TIMEOUT_S = 10
-DESKTOP_CLOSED = tickets.DESKTOP_CLOSED
-
 
 
 class BrowserGone(Exception):
@@ -94,7 +94,7 @@ class ConsoleConnection:
         self.bytes_to_client = self.bytes_to_desktop = 0
         self.session_id: int | None = None
         self.session_key: str | None = None  # the login session's, once admitted
-        self.target: tickets.ConsoleTarget | None = None
+        self.target: ConsoleTarget | None = None
         self.guest_writer: asyncio.StreamWriter | None = None
         self.desktop: DesktopChunks | None = None
         self.tasks: list[asyncio.Task] = []
@@ -159,9 +159,9 @@ class ConsoleConnection:
         self.tasks.append(asyncio.create_task(self._recheck_periodically(target)))
         await self._pump_browser_to_desktop(desktop)
 
-    async def _admit(self) -> tuple[tickets.ConsoleTarget, console_sessions.ConsoleLimits]:
+    async def _admit(self) -> tuple[ConsoleTarget, console_sessions.ConsoleLimits]:
         if not is_allowed_origin(self.scope):
-            raise ConsoleRefused(tickets.ORIGIN_REFUSED, "This page's origin may not open consoles.")
+            raise ConsoleRefused(CloseCode.ORIGIN_REFUSED, "This page's origin may not open consoles.")
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("ticket") or [""])[0]
         cookies, origin = cookie_header(self.scope), websocket_origin(self.scope)
@@ -191,23 +191,23 @@ class ConsoleConnection:
                 while (channel := spice.link_channel_type(data)) is None:
                     data += await self._browser_message()
         except (spice.NotSpice, TimeoutError) as exc:
-            raise ConsoleRefused(tickets.SPICE_CHANNEL_REFUSED, "This is not a SPICE client.") from exc
+            raise ConsoleRefused(CloseCode.SPICE_CHANNEL_REFUSED, "This is not a SPICE client.") from exc
         return data, channel
 
     async def _offer_browser_no_authentication(self, browser: rfb.BrowserBytes):
         try:
             await asyncio.wait_for(rfb.offer_no_authentication(browser, self._send_bytes), rfb.HANDSHAKE_TIMEOUT_S)
         except (rfb.HandshakeFailed, asyncio.TimeoutError) as exc:
-            raise ConsoleRefused(tickets.TICKET_INVALID, "The browser did not speak VNC.") from exc
+            raise ConsoleRefused(CloseCode.TICKET_INVALID, "The browser did not speak VNC.") from exc
 
-    async def _open_guest(self, target: tickets.ConsoleTarget):
+    async def _open_guest(self, target: ConsoleTarget):
         """Connect to the desktop's console port; for VNC, also log in with the ticket's password."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(target.address, target.port, limit=CHUNK), CONNECT_TIMEOUT_S)
         except (OSError, asyncio.TimeoutError) as exc:
             log.warning("console of desktop %s unreachable: %s", target.desktop_id, exc)
-            raise ConsoleRefused(tickets.DESKTOP_UNREACHABLE, "The desktop's console does not answer.") from exc
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's console does not answer.") from exc
         self.guest_writer = writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -222,7 +222,7 @@ class ConsoleConnection:
                                    rfb.HANDSHAKE_TIMEOUT_S)
         except (rfb.HandshakeFailed, asyncio.TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, rfb.HandshakeFailed) else "The desktop's console did not answer."
-            raise ConsoleRefused(tickets.DESKTOP_LOGIN_FAILED, reason) from exc
+            raise ConsoleRefused(CloseCode.DESKTOP_LOGIN_FAILED, reason) from exc
 
     async def _open_session_row(self, target, limits):
         self.session_id = await database_sync_to_async(console_sessions.open_console_session)(
@@ -271,7 +271,7 @@ class ConsoleConnection:
                     self.last_input = time.monotonic()
                 await desktop.write(data)
         except (ConnectionError, OSError):
-            await self._close(DESKTOP_CLOSED, "The desktop closed the console.")
+            await self._close(CloseCode.DESKTOP_CLOSED, "The desktop closed the console.")
 
     async def _pump_desktop_to_browser(self, desktop: DesktopChunks):
         send = self.send
@@ -281,7 +281,7 @@ class ConsoleConnection:
                 await send({"type": "websocket.send", "bytes": data})
         except (ConnectionError, OSError):
             pass
-        await self._close(DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
+        await self._close(CloseCode.DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
 
     async def _enforce_time_limits(self, limits: console_sessions.ConsoleLimits):
         """Close the console after `idle_timeout_s` without input or `max_session_s` in all."""
@@ -295,13 +295,13 @@ class ConsoleConnection:
             if longest is not None:
                 if now >= self.opened + longest:
                     return await self._close_console_everywhere(
-                        tickets.SESSION_TOO_LONG, f"Console closed: sessions last at most {_duration(longest)}. "
+                        CloseCode.SESSION_TOO_LONG, f"Console closed: sessions last at most {_duration(longest)}. "
                         "Reconnect to go on.")
                 deadlines.append(self.opened + longest)
             if idle is not None:
                 if now >= self.last_input + idle:
                     return await self._close_console_everywhere(
-                        tickets.IDLE_TIMEOUT, f"Console closed after {_duration(idle)} without input. "
+                        CloseCode.IDLE_TIMEOUT, f"Console closed after {_duration(idle)} without input. "
                         "Reconnect to go on.")
                 deadlines.append(self.last_input + idle)
             await asyncio.sleep(max(0.05, min(deadlines) - now))
@@ -316,7 +316,7 @@ class ConsoleConnection:
         await self._close(code, reason)
 
     # -- closing from elsewhere: logout, lost entitlement, reset ------------------------------
-    async def _follow_control_messages(self, target: tickets.ConsoleTarget):
+    async def _follow_control_messages(self, target: ConsoleTarget):
         try:
             await self._receive_control_messages(target)
         except asyncio.CancelledError:
@@ -325,16 +325,16 @@ class ConsoleConnection:
             # Without its control channel a console could not be closed by a logout: close it
             # now (1012: the page reconnects with a fresh ticket, which checks everything again).
             log.exception("console control channel failed: session=%s", self.session_id)
-            await self._close(1012, "The console lost its control channel; reconnecting.")
+            await self._close(CloseCode.RECONNECT, "The console lost its control channel; reconnecting.")
 
-    async def _recheck_periodically(self, target: tickets.ConsoleTarget):
+    async def _recheck_periodically(self, target: ConsoleTarget):
         session_key = self.session_key
 
         def still_allowed_and_alive():
             # The session row's sign of life: without it the broker takes this gateway for dead.
             if self.session_id is not None and not console_sessions.touch_console_session(
                     session_id=self.session_id):
-                return ConsoleRefused(1012, "The broker closed this console's record; reconnecting.")
+                return ConsoleRefused(CloseCode.RECONNECT, "The broker closed this console's record; reconnecting.")
             return tickets.console_still_allowed(
                 user_id=target.user_id, desktop_id=target.desktop_id, session_key=session_key)
 
@@ -350,7 +350,7 @@ class ConsoleConnection:
                 log.info("console closed on re-check: session=%s code=%s", self.session_id, refusal.code)
                 return await self._close(refusal.code, refusal.reason)
 
-    async def _join_control_groups(self, target: tickets.ConsoleTarget):
+    async def _join_control_groups(self, target: ConsoleTarget):
         layer = get_channel_layer()
         if layer is None:
             return
@@ -366,17 +366,17 @@ class ConsoleConnection:
         except Exception as exc:
             # A console that cannot hear a logout must not open (1012: the page tries again).
             log.warning("console could not join its control groups: desktop=%s: %s", target.desktop_id, exc)
-            raise ConsoleRefused(1012, "The console could not reach its control channel; reconnecting.") from exc
+            raise ConsoleRefused(CloseCode.RECONNECT, "The console could not reach its control channel; reconnecting.") from exc
         finally:
             self.groups_joined = groups if self.channel_name else []
 
-    async def _receive_control_messages(self, target: tickets.ConsoleTarget):
+    async def _receive_control_messages(self, target: ConsoleTarget):
         layer = get_channel_layer()
         if layer is None or self.channel_name is None:
             return
         # A logout between the ticket check and joining the groups sent its message to nobody.
         if not await database_sync_to_async(login_session_exists)(self.session_key):
-            await self._close(tickets.NOT_LOGGED_IN, "You logged out.")
+            await self._close(CloseCode.NOT_LOGGED_IN, "You logged out.")
             return
         while True:
             message = await layer.receive(self.channel_name)

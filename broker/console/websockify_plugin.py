@@ -42,7 +42,9 @@ from websockify.token_plugins import BasePlugin  # noqa: E402
 
 from config.log_filters import ScrubConsoleTickets  # noqa: E402
 
-from ..services import tickets  # noqa: E402
+from . import tickets  # noqa: E402
+from .close_codes import CloseCode, ConsoleRefused  # noqa: E402
+from .targets import ConsoleTarget  # noqa: E402
 from .login import login_from_cookie_header  # noqa: E402
 from .origin import is_allowed_origin, websocket_origin  # noqa: E402
 
@@ -83,7 +85,7 @@ class BrokerLogin:
         close_old_connections()
         try:
             target = self._redeem(headers, token)
-        except tickets.ConsoleRefused as refused:
+        except ConsoleRefused as refused:
             log.info("console refused (websockify): code=%s reason=%s", refused.code, refused.reason)
             raise AuthenticationError(response_code=403, response_msg=f"{refused.code} {refused.reason}")
         finally:
@@ -92,16 +94,16 @@ class BrokerLogin:
             raise AuthenticationError(response_code=403, response_msg="4404 Console ticket is missing or invalid.")
         log.info("console opened (websockify): desktop=%s user=%s", target.desktop_id, target.user_id)
 
-    def _redeem(self, headers, token) -> tickets.ConsoleTarget:
+    def _redeem(self, headers, token) -> ConsoleTarget:
         scope = {
             "scheme": "wss" if headers.get("X-Forwarded-Proto") == "https" else "ws",
             "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()],
         }
         if not is_allowed_origin(scope):
-            raise tickets.ConsoleRefused(tickets.ORIGIN_REFUSED, "This page's origin may not open consoles.")
+            raise ConsoleRefused(CloseCode.ORIGIN_REFUSED, "This page's origin may not open consoles.")
         user, session_key = login_from_cookie_header(headers.get("Cookie"))
         target = tickets.redeem_console_ticket(token=token or "", user=user, session_key=session_key,
                                                origin=websocket_origin(scope), desktop_id=None)
         if target.protocol != "vnc":
-            raise tickets.ConsoleRefused(tickets.SPICE_CHANNEL_REFUSED, "SPICE consoles need the broker's gateway.")
+            raise ConsoleRefused(CloseCode.SPICE_CHANNEL_REFUSED, "SPICE consoles need the broker's gateway.")
         return target

@@ -14,7 +14,8 @@ from django.utils import timezone
 from .. import selectors
 from ..models import Desktop
 from ..models.desktops import LIVE_STATES
-from . import console_control, tickets
+from ..console import control as console_control
+from ..console.close_codes import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def revoke_lost_access(*, user) -> list[Desktop]:
             continue
         console_control.close_consoles(
             group=console_control.desktop_group(desktop.pk),
-            code=tickets.NOT_ENTITLED,
+            code=CloseCode.NOT_ENTITLED,
             reason="Your access to this desktop was withdrawn.",
         )
         if desktop.delete_after is None:

@@ -14,6 +14,7 @@ from .. import selectors
 from ..models import Desktop, DesktopState, Pool
 from .errors import LaunchRefused
 from .provisioning import new_desktop
+from ..enqueue import enqueue_after_commit
 
 S = DesktopState
 
@@ -122,8 +123,4 @@ def _abandon_on_offline_host(desktop: Desktop, user) -> None:
 
 
 def _enqueue(task_name: str, desktop_id: int) -> None:
-    """Send the task once the desktop row is committed, so the worker finds it."""
-    from .. import tasks
-
-    task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: task.delay(desktop_id))
+    enqueue_after_commit(f"broker.tasks.{task_name}", desktop_id)

@@ -7,12 +7,12 @@ never connected).
 
 from datetime import timedelta
 
-from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from ..models import Desktop, DesktopState, Pool
-from .console_sessions import close_abandoned_console_sessions, live_console_sessions
+from ..console.sessions import close_abandoned_console_sessions, live_console_sessions
+from ..enqueue import enqueue_after_commit
 
 S = DesktopState
 
@@ -20,17 +20,15 @@ S = DesktopState
 def end_desktop_session(*, desktop: Desktop, actor=None, reason: str) -> None:
     """The user is done: reset a floating desktop (a fresh one replaces it), power off a
     dedicated one. Consoles close at once either way."""
-    from .. import tasks
-
     if desktop.pool.kind == Pool.Kind.FLOATING:
         if desktop.transition(S.DELETING, expected={S.RUNNING, S.STOPPED, S.FAILED, S.QUEUED, S.CLONING,
                                                     S.STARTING},
                               message=f"reset: {reason}", actor=actor):
             # Detach the user now: their next launch gets a fresh desktop, never this one.
             Desktop.objects.filter(pk=desktop.pk).update(user=None)
-            transaction.on_commit(lambda: tasks.delete_desktop_task.delay(desktop.pk))
+            enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
     elif desktop.state == S.RUNNING:
-        transaction.on_commit(lambda: tasks.stop_desktop_task.delay(desktop.pk, reason))
+        enqueue_after_commit("broker.tasks.stop_desktop_task", desktop.pk, reason)
 
 
 def desktops_disconnected_too_long(*, now=None):

@@ -11,12 +11,12 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from ..hypervisor import HostUnreachable, driver_for_host
 from ..models import BrokerEvent, Desktop, DesktopState, Host
 from ..models.desktops import TRANSITIONAL_STATES
+from ..enqueue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -57,8 +57,6 @@ def set_host_maintenance(*, host: Host, in_maintenance: bool, actor=None) -> boo
 
 
 def reconcile_host(*, host_id: int, now=None) -> dict:
-    from .. import tasks
-
     host = Host.objects.get(pk=host_id)
     now = now or timezone.now()
     driver = driver_for_host(host)
@@ -101,19 +99,19 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
                                   vnc_port=None, spice_port=None):
                 done["powered_off"].append(desktop.name)
         elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
-            _unstick(desktop, done, tasks)
+            _unstick(desktop, done)
     return done
 
 
-def _unstick(desktop: Desktop, done: dict, tasks) -> None:
+def _unstick(desktop: Desktop, done: dict) -> None:
     minutes = int(STUCK_AFTER.total_seconds() // 60)
     if desktop.state == S.DELETING:
         desktop.note(f"deletion stuck for over {minutes} min; retrying")
-        transaction.on_commit(lambda: tasks.delete_desktop_task.delay(desktop.pk))
+        enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
         done["retried"].append(desktop.name)
     elif desktop.state == S.STOPPING:
         desktop.note(f"shutdown stuck for over {minutes} min; retrying")
-        transaction.on_commit(lambda: tasks.stop_desktop_task.delay(desktop.pk, "retrying a stuck shutdown"))
+        enqueue_after_commit("broker.tasks.stop_desktop_task", desktop.pk, "retrying a stuck shutdown")
         done["retried"].append(desktop.name)
     elif desktop.provisioning_attempts < MAX_PROVISIONING_ATTEMPTS and desktop.state != S.RECOMPOSING:
         desktop.note(f"stuck in {desktop.state} for over {minutes} min; retrying "
@@ -121,7 +119,7 @@ def _unstick(desktop: Desktop, done: dict, tasks) -> None:
         # Touch state_changed_at so the next pass waits again before judging it stuck.
         Desktop.objects.filter(pk=desktop.pk).update(state_changed_at=timezone.now(),
                                                      provisioning_attempts=desktop.provisioning_attempts + 1)
-        transaction.on_commit(lambda: tasks.provision_desktop_task.delay(desktop.pk))
+        enqueue_after_commit("broker.tasks.provision_desktop_task", desktop.pk)
         done["retried"].append(desktop.name)
     else:
         from .provisioning import mark_failed

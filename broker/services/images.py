@@ -10,6 +10,7 @@ from django.db.models import Max
 from ..hypervisor import VolumeInfo, driver_for_host
 from ..models import BrokerEvent, GoldenImage, GoldenImageVersion, Host, Pool
 from .provisioning import prepare_host_storage
+from ..enqueue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ def publish_image_version(*, image: GoldenImage, path: str, host: Host, notes: s
     """Check `path` on `host` and record it as the image's newest version. Floating pools of
     this image replace their spares at once; used floating desktops move over at their next
     reset; dedicated pools move over when the admin recomposes them."""
-    from .. import tasks
-
     info = checked or check_image_file(path=path, host=host)
     with transaction.atomic():
         GoldenImage.objects.select_for_update().filter(pk=image.pk).first()
@@ -37,9 +36,9 @@ def publish_image_version(*, image: GoldenImage, path: str, host: Host, notes: s
         )
         BrokerEvent.objects.create(kind=BrokerEvent.Kind.IMAGE, host=host,
                                    message=f"published {version} ({info.path}, {info.capacity_bytes} bytes)")
-        transaction.on_commit(lambda: tasks.checksum_image_version_task.delay(version.pk))
+        enqueue_after_commit("broker.tasks.checksum_image_version_task", version.pk)
         for pool_id in Pool.objects.filter(image=image, kind=Pool.Kind.FLOATING).values_list("pk", flat=True):
-            transaction.on_commit(lambda pk=pool_id: tasks.reconcile_pool_task.delay(pk))
+            enqueue_after_commit("broker.tasks.reconcile_pool_task", pool_id)
     return version
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from .. import selectors
 from ..models import BrokerEvent, Desktop, DesktopState, Pool
 from .provisioning import new_desktop
+from ..enqueue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -16,7 +17,6 @@ S = DesktopState
 
 def reconcile_pool(*, pool_id: int) -> dict:
     """One pass over a pool; returns what it did (for the admin and the tests)."""
-    from .. import tasks
 
     pool = Pool.objects.select_related("image").get(pk=pool_id)
     done = {"created": 0, "rolled_over": 0, "cleared_failed": 0, "backing_off": False}
@@ -29,13 +29,13 @@ def reconcile_pool(*, pool_id: int) -> dict:
                 state__in=(S.RUNNING, S.STOPPED)):
             if spare.transition(S.DELETING, expected={S.RUNNING, S.STOPPED},
                                 message=f"spare rolled over to {version}"):
-                transaction.on_commit(lambda pk=spare.pk: tasks.delete_desktop_task.delay(pk))
+                enqueue_after_commit("broker.tasks.delete_desktop_task", spare.pk)
                 done["rolled_over"] += 1
 
     # Failed spares count against the pool's health and are cleared out.
     for failed in Desktop.objects.filter(pool=pool, user__isnull=True, state=S.FAILED):
         if failed.transition(S.DELETING, expected=S.FAILED, message="failed spare cleared by the pool"):
-            transaction.on_commit(lambda pk=failed.pk: tasks.delete_desktop_task.delay(pk))
+            enqueue_after_commit("broker.tasks.delete_desktop_task", failed.pk)
             done["cleared_failed"] += 1
 
     now = timezone.now()
@@ -63,7 +63,6 @@ def _top_up_spares(pool: Pool, version) -> int:
 
 
 def _create_missing_spares(pool: Pool, version) -> int:
-    from .. import tasks
 
     missing = pool.min_spares - selectors.spares_of(pool=pool).count()
     room = pool.max_desktops - selectors.live_count(pool=pool)
@@ -79,6 +78,6 @@ def _create_missing_spares(pool: Pool, version) -> int:
         with transaction.atomic():
             desktop = new_desktop(pool=pool, host=host, version=version)
             desktop.note(f"spare created on {host.name} from {version}")
-            transaction.on_commit(lambda pk=desktop.pk: tasks.provision_desktop_task.delay(pk))
+            enqueue_after_commit("broker.tasks.provision_desktop_task", desktop.pk)
         created += 1
     return created

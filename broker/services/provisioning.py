@@ -17,7 +17,9 @@ from django.utils import timezone
 
 from ..hypervisor import DomainNotFound, DomainSpec, HypervisorError, driver_for_host
 from ..models import BrokerEvent, Desktop, DesktopState, Pool
-from . import console_control
+from ..console import control as console_control
+from ..console.close_codes import CloseCode
+from ..enqueue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -180,7 +182,7 @@ def stop_desktop(*, desktop_id: int, reason: str = "powering off") -> Desktop | 
             return _load(desktop_id)
     if desktop.state != S.STOPPING:
         return desktop
-    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=CloseCode.DESKTOP_CLOSED,
                                    reason="The desktop is shutting down.")
     driver = driver_for_host(desktop.host)
     driver.shutdown_domain(desktop.name)
@@ -204,7 +206,7 @@ def recompose_desktop(*, desktop_id: int) -> Desktop | None:
         return desktop
     version = desktop.pool.image.current_version()
     driver = driver_for_host(desktop.host)
-    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=CloseCode.DESKTOP_CLOSED,
                                    reason="The desktop is being updated to a new image.")
     driver.destroy_domain(desktop.name)
     if version and version.pk != desktop.image_version_id:
@@ -238,7 +240,7 @@ def delete_desktop(*, desktop_id: int, actor=None) -> Desktop | None:
     if desktop.state != S.DELETING:
         if not desktop.transition(S.DELETING, message="deletion requested", actor=actor):
             return _load(desktop_id)
-    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=4500,
+    console_control.close_consoles(group=console_control.desktop_group(desktop.pk), code=CloseCode.DESKTOP_CLOSED,
                                    reason="The desktop was reset or deleted.")
     driver = driver_for_host(desktop.host)
     driver.undefine_domain(desktop.name)
@@ -269,9 +271,7 @@ def _refill_soon(pool: Pool) -> None:
     """A provisioning slot on the host just freed up: let the pool fill it now, not at the next
     periodic pass (with 4 clones in flight and a 30 s beat, 20 spares took 121 s that way)."""
     if pool.min_spares:
-        from .. import tasks
-
-        transaction.on_commit(lambda: tasks.reconcile_pool_task.delay(pool.pk))
+        enqueue_after_commit("broker.tasks.reconcile_pool_task", pool.pk)
 
 
 def _provisioning_failed(pool: Pool, error: str) -> None:

@@ -1,16 +1,14 @@
 """Rolling a dedicated pool onto a new golden image version while keeping users' data disks."""
 
-from django.db import transaction
 
 from ..models import Desktop, DesktopState
+from ..enqueue import enqueue_after_commit
 
 S = DesktopState
 
 
 def recompose_pool(*, pool, actor=None) -> int:
     """Rebuild the system disk of every desktop of `pool` not on the current version."""
-    from .. import tasks
-
     version = pool.image.current_version()
     count = 0
     stale = Desktop.objects.filter(pool=pool, state__in=(S.RUNNING, S.STOPPED, S.FAILED)).exclude(
@@ -18,6 +16,6 @@ def recompose_pool(*, pool, actor=None) -> int:
     for desktop in stale:
         if desktop.transition(S.RECOMPOSING, expected={S.RUNNING, S.STOPPED, S.FAILED},
                               message=f"recompose onto {version} requested", actor=actor):
-            transaction.on_commit(lambda pk=desktop.pk: tasks.recompose_desktop_task.delay(pk))
+            enqueue_after_commit("broker.tasks.recompose_desktop_task", desktop.pk)
             count += 1
     return count

@@ -27,6 +27,7 @@ from django.utils import timezone
 from ..directory import DirectoryConfig, DirectoryError, DirectorySnapshot, DirectoryUserEntry, read_directory
 from ..models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun
 from . import accounts, audit
+from broker.enqueue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 User = get_user_model()
@@ -64,15 +65,13 @@ def queue_sync(*, trigger: str, requested_by=None, allow_mass_removal: bool = Fa
 
 def request_sync(*, requested_by, allow_mass_removal: bool = False, request=None) -> DirectorySyncRun:
     """An admin asked for a sync now: a queued run row, and the task once it is committed."""
-    from ..tasks import sync_directory_task
-
     with transaction.atomic():
         run = queue_sync(trigger=DirectorySyncRun.Trigger.ADMIN, requested_by=requested_by,
                          allow_mass_removal=allow_mass_removal)
         audit.record_event(kind=AuditEvent.Kind.DIRECTORY_SYNC, request=request, actor=requested_by,
                            target=f"directory sync #{run.pk}",
                            message="requested" + (", applying removals however many" if allow_mass_removal else ""))
-        transaction.on_commit(lambda: sync_directory_task.delay(run.pk))
+        enqueue_after_commit("identity.tasks.sync_directory_task", run.pk)
     return run
 
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from broker.models import Pool
-from broker.services import console_control
+from broker.console import control as console_control
 from tests.e2e.test_browser_journey import CANVAS_INK, browser, type_like_a_person, wait_for_file_text  # noqa: F401
 from tests.test_console_passwords import live_password
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from broker.models import Desktop, DesktopState
-from broker.services import console_control
+from broker.console import control as console_control
 from tests.identity.conftest import group_names, login, run_sync
 from tests.support.slapd import group_dn, user_dn
 

@@ -75,7 +75,7 @@ async def vnc_login_as_browser(ws) -> list[int]:
 def portal_ticket(stack, user, desktop, cookie, server=None, protocol="vnc", **grant):
     """A console ticket as the portal issues it for `stack`'s page; `server` is the fake desktop
     whose VNC password it carries (what grant_console() would have set on a real VM)."""
-    from broker.services.tickets import issue_console_ticket
+    from broker.console.tickets import issue_console_ticket
 
     return issue_console_ticket(user=user, session_key=cookie, desktop=desktop, protocol=protocol,
                                 origin=stack.base_url,

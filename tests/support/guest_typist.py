@@ -4,7 +4,7 @@ with a real ticket, speaking RFB as the browser would, one key event per key."""
 import asyncio
 import struct
 
-from broker.services.tickets import grant_console
+from broker.console.tickets import grant_console
 from tests.support.console_client import open_console, session_cookie
 
 SHIFT_L = 0xFFE1

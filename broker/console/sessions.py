@@ -11,10 +11,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..models import BrokerEvent, ConsoleSession, Pool
-from . import tickets
+from .close_codes import CloseCode, ConsoleRefused
 
-# How a console the broker closed for its dead gateway ends (WebSocket's "abnormal closure").
-GATEWAY_GONE = 1006
 
 
 @dataclass(frozen=True)
@@ -78,12 +76,12 @@ def open_console_session(*, user_id: int, desktop_id: int, protocol: str, client
     earlier = _open_sessions(limits).filter(pk__lte=session.pk)
     refusal = None
     if earlier.filter(user_id=user_id).count() > limits.max_per_user:
-        refusal = tickets.ConsoleRefused(
-            tickets.TOO_MANY_CONSOLES_OF_USER,
+        refusal = ConsoleRefused(
+            CloseCode.TOO_MANY_CONSOLES_OF_USER,
             f"You already have {limits.max_per_user} consoles open; close one first.")
     elif earlier.filter(desktop_id=desktop_id).count() > limits.max_per_desktop:
-        refusal = tickets.ConsoleRefused(
-            tickets.TOO_MANY_CONSOLES_ON_DESKTOP,
+        refusal = ConsoleRefused(
+            CloseCode.TOO_MANY_CONSOLES_ON_DESKTOP,
             f"This desktop already has {limits.max_per_desktop} consoles open; close one first.")
     if refusal is not None:
         close_console_session(session_id=session.pk, code=refusal.code, reason=refusal.reason,
@@ -117,7 +115,7 @@ def close_abandoned_console_sessions(*, now=None) -> int:
     now = now or timezone.now()
     closed = ConsoleSession.objects.filter(closed_at__isnull=True, last_seen_at__lt=now - abandoned_after()).update(
         closed_at=F("last_seen_at"),
-        close_code=GATEWAY_GONE,
+        close_code=CloseCode.GATEWAY_GONE,
         close_reason="The console gateway stopped answering (crashed, killed or cut off).",
     )
     if closed:

@@ -25,10 +25,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import selectors
-from ..console import spice
-from ..hypervisor import DomainNotFound, HypervisorError, driver_for_host
 from ..hypervisor.xml import VNC_PASSWORD_MAX
 from ..models import ConsoleTicket, Desktop, DesktopState
+from . import spice
+from .close_codes import CloseCode, ConsoleRefused
+from .targets import ConsoleTarget, console_kind_for
 
 TOKEN_BYTES = 32
 SPICE_PASSWORD_CHARS = 20
@@ -36,49 +37,6 @@ SPICE_PASSWORD_CHARS = 20
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-class ConsoleRefused(Exception):
-    """The gateway must close the websocket: `code` in the 4000s, `reason` for the page."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
-# Close codes the console page understands (application range 4000-4999).
-NOT_LOGGED_IN = 4401
-ORIGIN_REFUSED = 4403
-TICKET_INVALID = 4404
-TICKET_EXPIRED = 4408
-TICKET_USED = 4409
-TICKET_NOT_YOURS = 4410
-NOT_ENTITLED = 4411
-DESKTOP_NOT_RUNNING = 4412
-SPICE_CHANNEL_REFUSED = 4413
-TOO_MANY_CONSOLES_OF_USER = 4429
-TOO_MANY_CONSOLES_ON_DESKTOP = 4430
-IDLE_TIMEOUT = 4431
-SESSION_TOO_LONG = 4432
-DESKTOP_CLOSED = 4500
-DESKTOP_RESET = 4501
-DESKTOP_UNREACHABLE = 4502
-DESKTOP_LOGIN_FAILED = 4503
-
-
-@dataclass(frozen=True)
-class ConsoleTarget:
-    desktop_id: int
-    user_id: int
-    protocol: str
-    address: str
-    port: int
-    ticket_id: int = 0
-    pool_id: int = 0
-    # VNC: what the gateway answers QEMU's VNC authentication with. Never shown, never logged.
-    password: str | None = field(default=None, repr=False)
-    # SPICE: True for the ticket's first socket (its main channel), False for the others.
-    first_use: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,11 +64,11 @@ def unseal_password(sealed: str, token: str) -> str:
 
 def _check_may_open(*, user, session_key: str | None, desktop: Desktop) -> None:
     if desktop.user_id != user.pk or not selectors.is_entitled(user=user, pool=desktop.pool):
-        raise ConsoleRefused(NOT_ENTITLED, "This desktop is not yours.")
+        raise ConsoleRefused(CloseCode.NOT_ENTITLED, "This desktop is not yours.")
     if desktop.state != DesktopState.RUNNING:
-        raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+        raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
     if not session_key:
-        raise ConsoleRefused(NOT_LOGGED_IN, "Log in first.")
+        raise ConsoleRefused(CloseCode.NOT_LOGGED_IN, "Log in first.")
 
 
 def new_console_password(protocol: str) -> str:
@@ -127,26 +85,12 @@ def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, or
     """
     _check_may_open(user=user, session_key=session_key, desktop=desktop)
     if protocol not in ("vnc", "spice"):
-        raise ConsoleRefused(TICKET_INVALID, f"Unknown console protocol {protocol!r}.")
-    password = new_console_password(protocol)
-    driver = driver_for_host(desktop.host)
-    try:
-        ports = driver.graphics_ports(desktop.name)
-        port = ports.vnc if protocol == "vnc" else ports.spice
-        if not port:
-            raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
-        # Valid a little past the ticket: SPICE's last channel may log in that much later.
-        driver.set_console_password(desktop.name, protocol=protocol, password=password,
-                                    valid_for_s=settings.VDI_CONSOLE_TICKET_TTL_SECONDS
-                                    + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
-    except HypervisorError as exc:
-        raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
-    # Keep the broker's record equal to the live definition (a VM restarted behind the broker's
-    # back got new ports): a gateway tier without libvirt connects by the record.
-    if (ports.vnc, ports.spice) != (desktop.vnc_port, desktop.spice_port):
-        Desktop.objects.filter(pk=desktop.pk, state=DesktopState.RUNNING).update(
-            vnc_port=ports.vnc, spice_port=ports.spice)
-        desktop.vnc_port, desktop.spice_port = ports.vnc, ports.spice
+        raise ConsoleRefused(CloseCode.TICKET_INVALID, f"Unknown console protocol {protocol!r}.")
+    # Valid a little past the ticket: SPICE's last channel may log in that much later.
+    endpoint = console_kind_for(desktop).prepare(
+        desktop, protocol=protocol, password=new_console_password(protocol),
+        valid_for_s=settings.VDI_CONSOLE_TICKET_TTL_SECONDS + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
+    port, password = endpoint.port, endpoint.password
     token = issue_console_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
                                  origin=origin, port=port, console_password=password)
     browser_needs_password = protocol == "spice" or settings.VDI_CONSOLE_GATEWAY_KIND == "websockify"
@@ -185,35 +129,35 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
     the port is resolved now (console_port_now); nothing the client sent takes part.
     """
     if not user.is_authenticated or not session_key:
-        raise ConsoleRefused(NOT_LOGGED_IN, "Your login session has ended. Log in again.")
+        raise ConsoleRefused(CloseCode.NOT_LOGGED_IN, "Your login session has ended. Log in again.")
     if not token or len(token) > 128:
-        raise ConsoleRefused(TICKET_INVALID, "Console ticket is missing or invalid.")
+        raise ConsoleRefused(CloseCode.TICKET_INVALID, "Console ticket is missing or invalid.")
     ticket = ConsoleTicket.objects.filter(token_hash=_hash(token)).first()
     # desktop_id None: a gateway whose URL does not name the desktop (websockify's `?token=`).
     if ticket is None or (desktop_id is not None and ticket.desktop_id != desktop_id):
-        raise ConsoleRefused(TICKET_INVALID, "Console ticket is missing or invalid.")
+        raise ConsoleRefused(CloseCode.TICKET_INVALID, "Console ticket is missing or invalid.")
     if ticket.user_id != user.pk or ticket.session_key_hash != _hash(session_key):
-        raise ConsoleRefused(TICKET_NOT_YOURS, "This console ticket was issued to another login session.")
+        raise ConsoleRefused(CloseCode.TICKET_NOT_YOURS, "This console ticket was issued to another login session.")
     if ticket.origin != origin:
-        raise ConsoleRefused(ORIGIN_REFUSED, "Console ticket was issued for another site.")
+        raise ConsoleRefused(CloseCode.ORIGIN_REFUSED, "Console ticket was issued for another site.")
     now = timezone.now()
     first_use = True
     if ticket.used_at is not None:
         window = timedelta(seconds=settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS)
         if ticket.protocol != "spice" or now - ticket.used_at > window:
-            raise ConsoleRefused(TICKET_USED, "Console ticket was already used. Reload to reconnect.")
+            raise ConsoleRefused(CloseCode.TICKET_USED, "Console ticket was already used. Reload to reconnect.")
         first_use = False  # another channel of the same SPICE session; admit_spice_channel decides
     elif ticket.expires_at <= now:
-        raise ConsoleRefused(TICKET_EXPIRED, "Console ticket expired. Reload to reconnect.")
+        raise ConsoleRefused(CloseCode.TICKET_EXPIRED, "Console ticket expired. Reload to reconnect.")
     # Consume: of two simultaneous uses, exactly one UPDATE matches.
     elif not ConsoleTicket.objects.filter(pk=ticket.pk, used_at__isnull=True).update(used_at=now):
-        raise ConsoleRefused(TICKET_USED, "Console ticket was already used. Reload to reconnect.")
+        raise ConsoleRefused(CloseCode.TICKET_USED, "Console ticket was already used. Reload to reconnect.")
 
     desktop = Desktop.objects.select_related("host", "pool").get(pk=ticket.desktop_id)
     if desktop.user_id != user.pk or not selectors.is_entitled(user=user, pool=desktop.pool):
-        raise ConsoleRefused(NOT_ENTITLED, "You are no longer entitled to this desktop.")
+        raise ConsoleRefused(CloseCode.NOT_ENTITLED, "You are no longer entitled to this desktop.")
     if desktop.state != DesktopState.RUNNING:
-        raise ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+        raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
     if first_use or not ticket.port:
         port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
     else:  # another channel of a SPICE session whose main channel resolved it seconds ago
@@ -222,7 +166,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         desktop_id=desktop.pk,
         user_id=user.pk,
         protocol=ticket.protocol,
-        address=desktop.host.console_address,
+        address=console_kind_for(desktop).address(desktop),
         port=port,
         ticket_id=ticket.pk,
         pool_id=desktop.pool_id,
@@ -245,7 +189,7 @@ def peek_console_target(*, token: str) -> tuple[str, int] | None:
         port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
     except ConsoleRefused:
         return None
-    return desktop.host.console_address, port
+    return console_kind_for(desktop).address(desktop), port
 
 
 def console_port_now(*, desktop: Desktop, protocol: str, granted_port: int | None) -> int:
@@ -258,36 +202,27 @@ def console_port_now(*, desktop: Desktop, protocol: str, granted_port: int | Non
     one the grant read, where the one-time password was set: a domain restarted in between
     (and maybe another one on that port now) is refused, and the page reconnects.
     """
-    if settings.VDI_CONSOLE_TARGET_LOOKUP == "live":
-        try:
-            ports = driver_for_host(desktop.host).graphics_ports(desktop.name)
-        except DomainNotFound as exc:
-            raise ConsoleRefused(DESKTOP_NOT_RUNNING, "The desktop's VM no longer exists.") from exc
-        except HypervisorError as exc:
-            raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
-        port = ports.vnc if protocol == "vnc" else ports.spice
-    else:
-        port = desktop.vnc_port if protocol == "vnc" else desktop.spice_port
+    port = console_kind_for(desktop).port_now(desktop, protocol=protocol)
     if not port:
-        raise ConsoleRefused(DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
+        raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
     if granted_port and port != granted_port:
-        raise ConsoleRefused(DESKTOP_UNREACHABLE, "The desktop's console moved (its VM restarted); reconnecting.")
+        raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's console moved (its VM restarted); reconnecting.")
     return port
 
 
 def admit_spice_channel(*, ticket_id: int, channel_type: int, first_use: bool) -> None:
     """Let one more websocket of a SPICE session through: main first, every other type once."""
     if first_use != (channel_type == spice.CHANNEL_MAIN) or channel_type not in spice.ADMITTED_CHANNELS:
-        raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+        raise ConsoleRefused(CloseCode.SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
     mark = f"{channel_type},"
     for _attempt in range(10):
         seen = ConsoleTicket.objects.filter(pk=ticket_id).values_list("spice_channels", flat=True).first()
         if seen is None or f",{mark}" in f",{seen}":
-            raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+            raise ConsoleRefused(CloseCode.SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
         # Compare-and-set, so two sockets claiming the same channel cannot both win.
         if ConsoleTicket.objects.filter(pk=ticket_id, spice_channels=seen).update(spice_channels=seen + mark):
             return
-    raise ConsoleRefused(SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
+    raise ConsoleRefused(CloseCode.SPICE_CHANNEL_REFUSED, "This console ticket does not admit that SPICE channel.")
 
 
 def console_still_allowed(*, user_id: int, desktop_id: int, session_key: str) -> ConsoleRefused | None:
@@ -299,14 +234,14 @@ def console_still_allowed(*, user_id: int, desktop_id: int, session_key: str) ->
     from django.contrib.auth import get_user_model
 
     if not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
-        return ConsoleRefused(NOT_LOGGED_IN, "You logged out.")
+        return ConsoleRefused(CloseCode.NOT_LOGGED_IN, "You logged out.")
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     desktop = Desktop.objects.select_related("pool").filter(pk=desktop_id).first()
     if user is None or desktop is None or desktop.user_id != user_id or not selectors.is_entitled(
             user=user, pool=desktop.pool):
-        return ConsoleRefused(NOT_ENTITLED, "Your access to this desktop was withdrawn.")
+        return ConsoleRefused(CloseCode.NOT_ENTITLED, "Your access to this desktop was withdrawn.")
     if desktop.state != DesktopState.RUNNING:
-        return ConsoleRefused(DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+        return ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
     return None
 
 

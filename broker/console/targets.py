@@ -1,0 +1,105 @@
+"""What a console connects to, behind one small interface the gateway never looks behind.
+
+The gateway relays bytes to an address and a port and answers a VNC login with a password;
+what listens there is the business of a `ConsoleTargetKind`:
+
+- `VmConsole`: a virtual machine's VNC or SPICE port on its hypervisor, found and given a
+  one-time password through libvirt (the one door, broker/hypervisor/).
+
+Each kind answers two questions. `prepare`, when a ticket is granted: where does the console
+listen now, and give it a fresh one-time password. `port_now`, when the console connects:
+where does it listen at this moment (nothing the browser sent takes part).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from ..hypervisor import DomainNotFound, HypervisorError, driver_for_host
+from ..models import Desktop, DesktopState
+from .close_codes import CloseCode, ConsoleRefused
+
+
+@dataclass(frozen=True)
+class ConsoleEndpoint:
+    """A console made ready for one ticket: its port, and the one-time password set on it."""
+
+    port: int
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConsoleTarget:
+    """A redeemed ticket: where the gateway connects and how it logs in. Nothing else."""
+
+    desktop_id: int
+    user_id: int
+    protocol: str
+    address: str
+    port: int
+    ticket_id: int = 0
+    pool_id: int = 0
+    # VNC: what the gateway answers the desktop's VNC authentication with. Never shown, never logged.
+    password: str | None = field(default=None, repr=False)
+    # SPICE: True for the ticket's first socket (its main channel), False for the others.
+    first_use: bool = True
+
+
+class ConsoleTargetKind(ABC):
+    protocols: frozenset[str] = frozenset({"vnc", "spice"})
+
+    @abstractmethod
+    def prepare(self, desktop: Desktop, *, protocol: str, password: str, valid_for_s: int) -> ConsoleEndpoint:
+        """Find the console's port now and give it `password` for `valid_for_s` seconds.
+        Raises ConsoleRefused with a reason for the page."""
+
+    @abstractmethod
+    def port_now(self, desktop: Desktop, *, protocol: str) -> int | None:
+        """The port the console listens on at this moment (None: it has none)."""
+
+    def address(self, desktop: Desktop) -> str:
+        return desktop.host.console_address
+
+
+class VmConsole(ConsoleTargetKind):
+    def prepare(self, desktop, *, protocol, password, valid_for_s):
+        driver = driver_for_host(desktop.host)
+        try:
+            ports = driver.graphics_ports(desktop.name)
+            port = ports.vnc if protocol == "vnc" else ports.spice
+            if not port:
+                raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
+            driver.set_console_password(desktop.name, protocol=protocol, password=password, valid_for_s=valid_for_s)
+        except HypervisorError as exc:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+        # Keep the broker's record equal to the live definition (a VM restarted behind the
+        # broker's back got new ports): a gateway tier without libvirt connects by the record.
+        if (ports.vnc, ports.spice) != (desktop.vnc_port, desktop.spice_port):
+            Desktop.objects.filter(pk=desktop.pk, state=DesktopState.RUNNING).update(
+                vnc_port=ports.vnc, spice_port=ports.spice)
+            desktop.vnc_port, desktop.spice_port = ports.vnc, ports.spice
+        return ConsoleEndpoint(port=port, password=password)
+
+    def port_now(self, desktop, *, protocol):
+        """VDI_CONSOLE_TARGET_LOOKUP "live": asked of the desktop's host through libvirt, from
+        the running domain's definition. "recorded" (a proxy tier that cannot reach libvirt):
+        what the broker read from that definition when the domain last started."""
+        if settings.VDI_CONSOLE_TARGET_LOOKUP != "live":
+            return desktop.vnc_port if protocol == "vnc" else desktop.spice_port
+        try:
+            ports = driver_for_host(desktop.host).graphics_ports(desktop.name)
+        except DomainNotFound as exc:
+            raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, "The desktop's VM no longer exists.") from exc
+        except HypervisorError as exc:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+        return ports.vnc if protocol == "vnc" else ports.spice
+
+
+VM_CONSOLE = VmConsole()
+
+
+def console_kind_for(desktop: Desktop) -> ConsoleTargetKind:
+    return VM_CONSOLE
