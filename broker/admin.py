@@ -13,6 +13,7 @@ from .models import (
     GoldenImageVersion,
     Host,
     Pool,
+    PublishedApp,
 )
 from .enqueue import enqueue_after_commit
 from .models.desktops import LIVE_STATES
@@ -20,11 +21,20 @@ from .models.desktops import LIVE_STATES
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "libvirt_uri", "domain_type", "is_enabled", "in_maintenance", "is_online", "cpus",
+    list_display = ["name", "kind", "farm", "libvirt_uri", "is_enabled", "in_maintenance", "is_online", "cpus",
                     "memory_mib", "live_desktops", "last_checked_at"]
-    list_filter = ["is_enabled", "in_maintenance", "is_online", "domain_type"]
+    list_filter = ["kind", "farm", "is_enabled", "in_maintenance", "is_online", "domain_type"]
     search_fields = ["name", "libvirt_uri"]
-    readonly_fields = ["is_online", "cpus", "memory_mib", "last_checked_at", "last_error"]
+    readonly_fields = ["is_online", "cpus", "memory_mib", "memory_available_mib", "load_average",
+                       "sessions_running", "last_checked_at", "last_error", "agent_command"]
+
+    @admin.display(description="Agent (session hosts)")
+    def agent_command(self, obj):
+        """The command that starts this host's agent on the host itself."""
+        if not obj.pk or not obj.is_session_host:
+            return "-"
+        return (f"celery -A config worker -Q {obj.agent_queue} --pool threads --concurrency 8 "
+                f"-n {obj.agent_queue}@%h   (as root, with the portal's DATABASE_URL and REDIS_URL)")
     actions = ["drain", "end_maintenance", "check_now"]
 
     @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)")
@@ -143,6 +153,14 @@ class GoldenImageAdmin(admin.ModelAdmin):
         return f"v{version.number}" if version else "none published"
 
 
+class PublishedAppInline(admin.TabularInline):
+    """Farms: applications offered on their own (each opens a session that runs only it)."""
+
+    model = PublishedApp
+    extra = 0
+    fields = ["name", "display_name", "command", "icon", "is_enabled"]
+
+
 class EntitlementInline(admin.TabularInline):
     model = Entitlement
     extra = 1
@@ -156,14 +174,20 @@ class PoolAdmin(admin.ModelAdmin):
     list_filter = ["kind", "protocol", "is_enabled"]
     search_fields = ["name", "display_name"]
     readonly_fields = ["overview", "consecutive_failures", "backoff_until", "last_reconciled_at"]
-    inlines = [EntitlementInline]
+    inlines = [EntitlementInline, PublishedAppInline]
     actions = ["reconcile_now", "recompose_now"]
+
+    def get_inlines(self, request, obj):
+        # Published applications belong to farms; a VM pool's page does not offer them.
+        return [EntitlementInline, PublishedAppInline] if obj is not None and obj.is_farm else [EntitlementInline]
     fieldsets = [
         (None, {"fields": ["overview", "name", "display_name", "description", "kind", "image", "host",
                            "is_enabled"]}),
         ("Desktops", {"fields": ["vcpus", "memory_mib", "protocol", "linked_clones", "data_disk_gib",
                                  "naming_pattern"]}),
         ("Capacity", {"fields": ["min_spares", "max_desktops", "spares_powered_on"]}),
+        ("Farm (shared sessions)", {"fields": ["farm_offers_desktop", "max_sessions_per_host",
+                                               "max_concurrent_logons_per_host", "session_geometry"]}),
         ("Image updates", {"fields": ["recompose_after"]}),
         ("Sessions", {"fields": ["disconnect_timeout_minutes", "revoked_desktop_grace_hours"]}),
         ("Health", {"fields": ["consecutive_failures", "backoff_until", "last_reconciled_at"]}),
@@ -256,15 +280,75 @@ class DesktopEventInline(admin.TabularInline):
 
 @admin.register(Desktop)
 class DesktopAdmin(admin.ModelAdmin):
-    list_display = ["name", "pool", "user", "host", "state", "state_changed_at", "image_version"]
-    list_filter = ["state", "pool", "host"]
+    list_display = ["name", "pool", "user", "application", "host", "state", "age", "idle", "image_version"]
+    list_filter = ["state", "pool", "host", "application"]
     search_fields = ["name", "user__username"]
     readonly_fields = ["name", "uuid", "state", "state_changed_at", "last_error", "vnc_port", "spice_port",
                        "host", "image_version", "pool", "created_at"]
     fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
               "vnc_port", "spice_port", "uuid", "created_at"]
     inlines = [DesktopEventInline]
-    actions = ["delete_desktops_on_host", "reset_desktops"]
+    actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message"]
+
+    @admin.display(description="Age")
+    def age(self, obj):
+        from django.utils.timesince import timesince
+
+        return timesince(obj.created_at) if obj.state != DesktopState.DELETED else "-"
+
+    @admin.display(description="Idle")
+    def idle(self, obj):
+        """Since the user's last keyboard or mouse input in an open console, or how long
+        nobody has been connected."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+        from django.utils.timesince import timesince
+
+        from .console.sessions import live_console_sessions
+
+        if obj.state != DesktopState.RUNNING or obj.user_id is None:
+            return "-"
+        live = live_console_sessions().filter(desktop=obj)
+        if live.exists():
+            last_input = max((c.last_input_at or c.opened_at for c in live), default=None)
+            if last_input is None or timezone.now() - last_input < timedelta(minutes=1):
+                return "active"
+            return timesince(last_input)
+        last_closed = obj.console_sessions.exclude(closed_at=None).order_by("-closed_at").first()
+        since = last_closed.closed_at if last_closed else (obj.assigned_at or obj.state_changed_at)
+        return f"disconnected {timesince(since)}"
+
+    @admin.action(description="Log off the selected sessions (farms: ends every program in them)",
+                  permissions=["change"])
+    def log_off_sessions(self, request, queryset):
+        from .services.farm_sessions import log_off_session
+
+        sessions = queryset.filter(pool__kind=Pool.Kind.FARM).exclude(state=DesktopState.DELETED)
+        for session in sessions.select_related("pool", "host"):
+            log_off_session(session=session, actor=request.user, reason=f"logged off by {request.user}")
+        self.message_user(request, f"Logging off {sessions.count()} session(s); their consoles closed.")
+
+    @admin.action(description="Send a message to the users of the selected desktops (shown in their console)",
+                  permissions=["change"])
+    def send_message(self, request, queryset):
+        from django.template.response import TemplateResponse
+
+        from .console import control
+
+        text = (request.POST.get("message") or "").strip()
+        if "apply" in request.POST and text:
+            desktops = list(queryset.exclude(state=DesktopState.DELETED))
+            for desktop in desktops:
+                control.show_notice(group=control.desktop_group(desktop.pk),
+                                    text=f"Message from {request.user.get_username()}: {text}")
+                desktop.note(f"message sent to the console: {text[:200]}", actor=request.user)
+            self.message_user(request, f"Message sent to the consoles of {len(desktops)} desktop(s).")
+            return None
+        return TemplateResponse(request, "admin/broker/desktop/send_message.html", {
+            **self.admin_site.each_context(request), "title": "Send a message", "desktops": queryset,
+            "opts": self.model._meta, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
 
     def has_add_permission(self, request):
         return False  # desktops are made by launching or by the pool, not by hand

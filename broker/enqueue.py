@@ -12,10 +12,10 @@ from django.db import transaction
 
 
 def enqueue_after_commit(task_name: str, *args, queue: str | None = None, countdown: float | None = None,
-                         **kwargs) -> None:
+                         expires: float | None = None, **kwargs) -> None:
     """Send `task_name` (e.g. "broker.tasks.delete_desktop_task") with these arguments once
     the current transaction commits (at once outside one). `queue` routes it to one worker's
-    queue (a session host's agent)."""
+    queue (a session host's agent); `expires` (seconds) drops it if no worker took it by then."""
     if task_name not in current_app.tasks:
         # Celery registers tasks when their module is imported (a worker imports them all at
         # start; a web process only what it touched): the name says where the task lives.
@@ -26,4 +26,28 @@ def enqueue_after_commit(task_name: str, *args, queue: str | None = None, countd
         options["queue"] = queue
     if countdown:
         options["countdown"] = countdown
+    if expires:
+        options["expires"] = expires
     transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs, **options))
+
+
+class NoAnswer(Exception):
+    """The worker that should answer (a session host's agent) did not, in time."""
+
+
+def call_and_wait(task_name: str, *args, queue: str, timeout: float, **kwargs):
+    """Run `task_name` on the worker of `queue` now and return its result: for the few calls a
+    web request must wait for (a session display's console password). Never inside a
+    transaction whose rows the task needs: it runs elsewhere, now."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    if task_name not in current_app.tasks:
+        import_module(task_name.rsplit(".", 1)[0])
+    result = current_app.tasks[task_name].apply_async(args=args, kwargs=kwargs, queue=queue, expires=timeout)
+    try:
+        return result.get(timeout=timeout, disable_sync_subtasks=False)
+    except CeleryTimeout as exc:
+        result.forget()
+        raise NoAnswer(f"no answer from {queue} within {timeout:g} s") from exc
+    except Exception as exc:  # Redis away, or the task failed: the caller says what to do
+        raise NoAnswer(f"{queue} failed: {exc.__class__.__name__}") from exc

@@ -27,17 +27,32 @@ def is_entitled(*, user, pool) -> bool:
     return entitled_pools(user=user).filter(pk=pool.pk).exists()
 
 
-def live_desktop_of(*, user, pool) -> Desktop | None:
+def live_desktop_of(*, user, pool, application=None) -> Desktop | None:
+    """The user's live desktop of `pool` (farms: their session of `application`, or of the
+    full desktop when it is None)."""
     return (
-        Desktop.objects.filter(user=user, pool=pool, state__in=LIVE_STATES)
-        .select_related("host", "pool", "image_version")
+        Desktop.objects.filter(user=user, pool=pool, application=application, state__in=LIVE_STATES)
+        .select_related("host", "pool", "image_version", "application")
         .first()
     )
 
 
-def desktops_by_pool(*, user) -> dict[int, Desktop]:
-    desktops = Desktop.objects.filter(user=user, state__in=LIVE_STATES).select_related("pool")
-    return {d.pool_id: d for d in desktops}
+def desktops_by_pool(*, user) -> dict[tuple[int, int | None], Desktop]:
+    """The user's live desktops by (pool id, published application id or None)."""
+    desktops = Desktop.objects.filter(user=user, state__in=LIVE_STATES).select_related("pool", "application")
+    return {(d.pool_id, d.application_id): d for d in desktops}
+
+
+def waiting_sessions(*, pool):
+    """A farm's sessions waiting for a host, in the order they will get one."""
+    return Desktop.objects.filter(pool=pool, state=S.QUEUED, host__isnull=True).order_by("pk")
+
+
+def place_in_queue(*, desktop) -> int | None:
+    """1 for the next session to get a host, 2 for the one after...; None when not waiting."""
+    if desktop.state != S.QUEUED or desktop.host_id is not None:
+        return None
+    return waiting_sessions(pool=desktop.pool_id).filter(pk__lt=desktop.pk).count() + 1
 
 
 def host_load(*, host) -> tuple[int, int]:
@@ -51,7 +66,7 @@ def host_load(*, host) -> tuple[int, int]:
 def pick_host(*, pool) -> Host | None:
     """The host with the most free memory (after overcommit) that can take one more desktop
     of `pool`; the pool's pinned host if it has one. None when no host has room."""
-    hosts = Host.objects.filter(is_enabled=True, is_online=True, in_maintenance=False)
+    hosts = Host.objects.filter(kind=Host.Kind.HYPERVISOR, is_enabled=True, is_online=True, in_maintenance=False)
     if pool.host_id:
         hosts = hosts.filter(pk=pool.host_id)
     best, best_free = None, None

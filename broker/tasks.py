@@ -68,7 +68,8 @@ def reconcile_everything_task():
     """The periodic pass: check and reconcile every host, then every pool, then sessions."""
     from .models import Host, Pool
 
-    for host_id in Host.objects.filter(is_enabled=True).values_list("pk", flat=True):
+    # Session hosts report through their agents (broker.session_tasks.check_session_hosts_task).
+    for host_id in Host.objects.filter(is_enabled=True, kind=Host.Kind.HYPERVISOR).values_list("pk", flat=True):
         reconcile_host_task.delay(host_id)
     for pool_id in Pool.objects.values_list("pk", flat=True):
         reconcile_pool_task.delay(pool_id)

@@ -16,7 +16,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from broker.console.routing import websocket_urlpatterns  # noqa: E402
+from broker.console.routing import websocket_urlpatterns as console_websockets  # noqa: E402
+from portal.routing import websocket_urlpatterns as launch_progress_websockets  # noqa: E402
 
 # Origin and login are checked inside the gateway (a plain ASGI app, broker/console/gateway.py),
 # after the websocket is accepted, so a refused page gets a close code and a reason it can show.
@@ -24,6 +25,6 @@ from broker.console.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter(console_websockets + launch_progress_websockets),
     }
 )

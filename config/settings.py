@@ -188,6 +188,12 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Results are kept only for the few tasks the portal waits on (a session host agent's answer),
+# which set ignore_result=False; in the same Redis, for minutes.
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_EXPIRES = 300
+CELERY_IMPORTS = ["broker.session_tasks"]
 # Periodic jobs; run one `celery beat` per site (`make run` embeds it in its worker).
 CELERY_BEAT_SCHEDULE = {
     "reconcile-everything": {
@@ -197,6 +203,10 @@ CELERY_BEAT_SCHEDULE = {
     "delete-desktops-past-their-hold": {
         "task": "broker.tasks.delete_desktops_past_their_hold_task",
         "schedule": 300.0,
+    },
+    "check-session-hosts": {
+        "task": "broker.session_tasks.check_session_hosts_task",
+        "schedule": float(os.environ.get("VDI_SESSION_HOST_REPORT_SECONDS", "10")),
     },
     # Without it the ticket table grows by a row per console opened, for ever.
     "purge-expired-console-tickets": {
@@ -260,6 +270,20 @@ VDI_CONSOLE_GATEWAY_KIND = os.environ.get("VDI_CONSOLE_GATEWAY_KIND", "broker")
 VDI_CONSOLE_TARGET_LOOKUP = os.environ.get("VDI_CONSOLE_TARGET_LOOKUP", "live")
 if VDI_CONSOLE_TARGET_LOOKUP not in ("live", "recorded"):
     raise ImproperlyConfigured("VDI_CONSOLE_TARGET_LOOKUP must be 'live' or 'recorded'")
+
+# --- shared sessions (farms, session hosts and their agents) ---------------------------------
+# Each host's agent is a Celery worker consuming the queue PREFIX + host name.
+VDI_AGENT_QUEUE_PREFIX = os.environ.get("VDI_AGENT_QUEUE_PREFIX", "agent.")
+# How often the beat asks each session host's agent for its load and sessions; a host silent for
+# three periods (at least 30 s) is offline and its sessions are lost.
+VDI_SESSION_HOST_REPORT_SECONDS = float(os.environ.get("VDI_SESSION_HOST_REPORT_SECONDS", "10"))
+# On a session host (read by its agent): where session state lives, how OS accounts are named
+# ("PREFIX<user id>-<user name>") and where their persistent homes are.
+VDI_SESSION_STATE_DIR = os.environ.get("VDI_SESSION_STATE_DIR", "/var/lib/vdi/sessions")
+VDI_SESSION_ACCOUNT_PREFIX = os.environ.get("VDI_SESSION_ACCOUNT_PREFIX", "vdi-")
+VDI_SESSION_HOME_ROOT = os.environ.get("VDI_SESSION_HOME_ROOT", "/home")
+# How long the portal waits for a session host's agent to answer (a console's password).
+VDI_AGENT_CALL_TIMEOUT_SECONDS = float(os.environ.get("VDI_AGENT_CALL_TIMEOUT_SECONDS", "5"))
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
 """What the launch page shows: the steps of getting a desktop ready, and where it stands."""
 
+from broker import selectors
 from broker.models import Desktop, DesktopState
 
 S = DesktopState
@@ -9,10 +10,14 @@ STEPS = [
     (S.STARTING, "Starting the virtual machine"),
     (S.RUNNING, "Ready"),
 ]
-STEP_INDEX = {state: i for i, (state, _label) in enumerate(STEPS)}
+# A farm session: waiting for a session host with room, then the logon on it.
+SESSION_STEPS = [
+    (S.QUEUED, "Waiting for a session host"),
+    (S.STARTING, "Starting your session"),
+    (S.RUNNING, "Ready"),
+]
 # Where a desktop in another state sits in the step list.
-STEP_INDEX.update({S.STOPPED: STEP_INDEX[S.STARTING], S.STOPPING: STEP_INDEX[S.STARTING],
-                   S.RECOMPOSING: STEP_INDEX[S.CLONING]})
+OTHER_STATES = {S.STOPPED: S.STARTING, S.STOPPING: S.STARTING, S.RECOMPOSING: S.CLONING}
 
 NEXT_STEP_HINT = {
     S.FAILED: "Press Launch to try again. If it fails again, tell your administrator and quote the error.",
@@ -21,10 +26,23 @@ NEXT_STEP_HINT = {
 }
 
 
+def _labels(desktop: Desktop) -> list[tuple[str, str]]:
+    if not desktop.pool.is_farm:
+        return STEPS
+    place = selectors.place_in_queue(desktop=desktop)
+    waiting = "Waiting for a session host"
+    if place is not None:
+        waiting += f" (you are number {place} in the queue)" if place > 1 else " (you are next)"
+    starting = f"Starting your session on {desktop.host.name}" if desktop.host_id else "Starting your session"
+    return [(S.QUEUED, waiting), (S.STARTING, starting), (S.RUNNING, "Ready")]
+
+
 def desktop_progress(desktop: Desktop) -> dict:
-    current = STEP_INDEX.get(desktop.state)
+    labels = _labels(desktop)
+    index = {state: i for i, (state, _label) in enumerate(labels)}
+    current = index.get(OTHER_STATES.get(desktop.state, desktop.state))
     steps = []
-    for i, (state, label) in enumerate(STEPS):
+    for i, (state, label) in enumerate(labels):
         if current is None:
             status = "pending"
         elif i < current or desktop.state == S.RUNNING:
@@ -44,4 +62,5 @@ def desktop_progress(desktop: Desktop) -> dict:
         "hint": NEXT_STEP_HINT.get(desktop.state, ""),
         "steps": steps,
         "since": desktop.state_changed_at.isoformat(),
+        "place_in_queue": selectors.place_in_queue(desktop=desktop),
     }

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from broker import selectors
 from broker.console.origin import origin_of_request
-from broker.models import Desktop, DesktopState
+from broker.models import Desktop, DesktopState, PublishedApp
 from broker.models.desktops import LIVE_STATES
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session
@@ -23,9 +23,16 @@ from .progress import desktop_progress
 @login_required
 @require_GET
 def home(request):
-    pools = list(selectors.entitled_pools(user=request.user))
+    pools = list(selectors.entitled_pools(user=request.user).prefetch_related("applications"))
     desktops = selectors.desktops_by_pool(user=request.user)
-    rows = [{"pool": pool, "desktop": desktops.get(pool.pk)} for pool in pools]
+    rows = []
+    for pool in pools:
+        # A farm offers its full desktop and each published application as a row of its own.
+        if not pool.is_farm or pool.farm_offers_desktop:
+            rows.append({"pool": pool, "application": None, "desktop": desktops.get((pool.pk, None))})
+        if pool.is_farm:
+            rows += [{"pool": pool, "application": app, "desktop": desktops.get((pool.pk, app.pk))}
+                     for app in pool.applications.all() if app.is_enabled]
     return render(request, "portal/home.html", {"rows": rows})
 
 
@@ -33,8 +40,11 @@ def home(request):
 @require_POST
 def launch(request, pool_id):
     pool = get_object_or_404(selectors.entitled_pools(user=request.user), pk=pool_id)
+    application = None
+    if request.POST.get("app"):
+        application = get_object_or_404(PublishedApp, pk=request.POST["app"], pool=pool, is_enabled=True)
     try:
-        desktop = launch_desktop(user=request.user, pool=pool)
+        desktop = launch_desktop(user=request.user, pool=pool, application=application)
     except LaunchRefused as refused:
         messages.error(request, str(refused))
         return redirect("portal:home")
@@ -44,7 +54,7 @@ def launch(request, pool_id):
 
 def _own_desktop(request, desktop_id) -> Desktop:
     desktop = (
-        Desktop.objects.select_related("pool", "host")
+        Desktop.objects.select_related("pool", "host", "application")
         .filter(pk=desktop_id, user=request.user, state__in=LIVE_STATES)
         .first()
     )
@@ -112,7 +122,9 @@ def end_session(request, desktop_id):
     """Log off: a floating desktop is wiped and replaced, a dedicated one powered off."""
     desktop = _own_desktop(request, desktop_id)
     end_desktop_session(desktop=desktop, actor=request.user, reason="logged off by the user")
-    if desktop.pool.is_floating:
+    if desktop.pool.is_farm:
+        messages.info(request, f"You logged off {desktop.application or desktop.pool}.")
+    elif desktop.pool.is_floating:
         messages.info(request, f"You logged off {desktop.pool}. Your next launch gets a fresh desktop.")
     else:
         messages.info(request, f"Your {desktop.pool} desktop is shutting down; Launch starts it again.")

@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 
 packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
           dnsmasq-base curl python3-venv python3-dev gcc redis-server nodejs npm
-          libldap2-dev libsasl2-dev)
+          libldap2-dev libsasl2-dev
+          tigervnc-standalone-server tigervnc-tools icewm openbox xterm xauth x11-utils)
 if [ "${1:-}" = "--test" ]; then
   # slapd: the identity tests start their own throwaway directory on a loopback port.
   packages+=(chromium chromium-driver postgresql slapd ldap-utils)

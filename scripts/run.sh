@@ -26,7 +26,7 @@ say "creating the demo (host, golden image, pool, users)"
 cat "$RUN_DIR/demo-logins.txt"
 
 # A previous `make run` may still be running: stop it, so this one starts clean.
-for name in worker portal; do
+for name in worker agent portal; do
   if [ -f "$RUN_DIR/$name.pid" ] && kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
     say "stopping the previous $name"
     kill "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || true
@@ -37,6 +37,7 @@ done
 cleanup() {
   trap - EXIT INT TERM
   [ -n "${worker_pid:-}" ] && kill "$worker_pid" 2>/dev/null || true
+  [ -n "${agent_pid:-}" ] && kill "$agent_pid" 2>/dev/null || true
   [ -n "${portal_pid:-}" ] && kill "$portal_pid" 2>/dev/null || true
   wait 2>/dev/null || true
 }
@@ -48,6 +49,15 @@ say "starting the Celery worker (log: var/log/worker.log)"
   >>"$LOG_DIR/worker.log" 2>&1 &
 worker_pid=$!
 echo "$worker_pid" > "$RUN_DIR/worker.pid"
+
+# This machine is also the demo farm's session host: its agent is a Celery worker on the
+# host's own queue, running as root (it creates the employees' accounts and their sessions).
+SESSION_HOST="${VDI_DEMO_SESSION_HOST:-local-sessions}"
+say "starting the session agent of $SESSION_HOST (log: var/log/agent.log)"
+"$VENV/bin/celery" -A config worker -Q "agent.$SESSION_HOST" --pool threads --concurrency 8 \
+  -n "agent.$SESSION_HOST@%h" --loglevel=INFO >>"$LOG_DIR/agent.log" 2>&1 &
+agent_pid=$!
+echo "$agent_pid" > "$RUN_DIR/agent.pid"
 
 say "starting the portal on http://$BIND:$PORT (log: var/log/portal.log)"
 # uvicorn with the console gateway's options (config/serve.py).
@@ -68,10 +78,11 @@ cat <<TXT
   Admin:       http://$BIND:$PORT/admin/
 $(sed 's/^/  /' "$RUN_DIR/demo-logins.txt" | grep login)
 
-  Log in as the employee, press Launch on "Demo desktop", and the console opens in the page.
-  Logs: var/log/worker.log, var/log/portal.log. Stop with Ctrl+C.
+  Log in as the employee, press Launch on "Demo desktop" (a VM) or "Shared desktop" (a session
+  on this machine), and the console opens in the page.
+  Logs: var/log/worker.log, var/log/agent.log, var/log/portal.log. Stop with Ctrl+C.
 
 TXT
-wait -n "$worker_pid" "$portal_pid"
-echo "a process stopped; see var/log/worker.log and var/log/portal.log" >&2
+wait -n "$worker_pid" "$agent_pid" "$portal_pid"
+echo "a process stopped; see var/log/worker.log, var/log/agent.log and var/log/portal.log" >&2
 exit 1

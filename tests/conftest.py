@@ -25,9 +25,13 @@ def pytest_configure(config):
     run = settings.VDI_NAME_PREFIX.rstrip("-")
     settings.CELERY_BROKER_URL = os.environ.get("VDI_TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
     settings.CELERY_TASK_DEFAULT_QUEUE = run
-    app.conf.broker_url = settings.CELERY_BROKER_URL
+    app.conf.broker_url = app.conf.result_backend = settings.CELERY_BROKER_URL
     app.conf.task_default_queue = run
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = run
+    # Session hosts' agents, their OS accounts and session state are the run's own too.
+    settings.VDI_AGENT_QUEUE_PREFIX = f"{run}.agent."
+    settings.VDI_SESSION_ACCOUNT_PREFIX = f"vt{os.getpid()}-"
+    settings.VDI_SESSION_STATE_DIR = f"/var/lib/vdi/test-sessions/{run}"
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,20 @@ def ticket_group(ticket_id: int) -> str:
 
 
 def close_consoles(*, group: str, code: int, reason: str) -> None:
+    send_to_group(group, {"type": "console.terminate", "code": int(code), "reason": reason})
+
+
+def show_notice(*, group: str, text: str, level: str = "info") -> None:
+    """A message shown over the console in the page of everyone in `group` (an admin's word, a
+    warning before the session ends); the console stays open."""
+    send_to_group(group, {"type": "console.notice", "text": text, "level": level})
+
+
+def send_to_group(group: str, message: dict) -> None:
+    """A message to every websocket in `group`, from any thread (with or without a loop)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "console.terminate", "code": code, "reason": reason}
     try:
         asyncio.get_running_loop()
     except RuntimeError:

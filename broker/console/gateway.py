@@ -26,9 +26,11 @@ It writes nothing but the console session row.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
+from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT_S = 5
 LINK_TIMEOUT_S = 10
+IDLE_WARNING_S = 300  # warn this long before an idle close (at most a fifth of the idle timeout)
 
 
 class BrowserGone(Exception):
@@ -284,11 +287,15 @@ class ConsoleConnection:
         await self._close(CloseCode.DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
 
     async def _enforce_time_limits(self, limits: console_sessions.ConsoleLimits):
-        """Close the console after `idle_timeout_s` without input or `max_session_s` in all."""
+        """Close the console after `idle_timeout_s` without input or `max_session_s` in all;
+        warn in the page a few minutes before the idle close (input in between cancels it)."""
         idle = limits.idle_timeout_s if self.watches_input else None
         longest = limits.max_session_s
         if idle is None and longest is None:
             return
+        warn_before = min(IDLE_WARNING_S, idle / 5) if idle else 0
+        warned_for_input_at = None
+        consequence = "your session will be logged off" if limits.idle_ends_session else "this console closes"
         while True:
             now = time.monotonic()
             deadlines = []
@@ -300,11 +307,27 @@ class ConsoleConnection:
                 deadlines.append(self.opened + longest)
             if idle is not None:
                 if now >= self.last_input + idle:
+                    ended = "Your session was logged off" if limits.idle_ends_session else "Console closed"
                     return await self._close_console_everywhere(
-                        CloseCode.IDLE_TIMEOUT, f"Console closed after {_duration(idle)} without input. "
-                        "Reconnect to go on.")
-                deadlines.append(self.last_input + idle)
+                        CloseCode.IDLE_TIMEOUT, f"{ended} after {_duration(idle)} without input. "
+                        + ("Launch again for a new one." if limits.idle_ends_session else "Reconnect to go on."))
+                if now >= self.last_input + idle - warn_before and warned_for_input_at != self.last_input:
+                    warned_for_input_at = self.last_input
+                    left = self.last_input + idle - now
+                    await self._notice(f"No keyboard or mouse input for a while: {consequence} in "
+                                       f"{_duration(left)} unless you use it.", level="warning")
+                deadlines.append(self.last_input + idle if warned_for_input_at == self.last_input
+                                 else self.last_input + idle - warn_before)
             await asyncio.sleep(max(0.05, min(deadlines) - now))
+
+    async def _notice(self, text: str, *, level: str = "info"):
+        """A message for the person at the console (the page shows it over the screen): a
+        text frame, which never reaches the desktop."""
+        try:
+            await self.send({"type": "websocket.send", "text": "vdi-notice " + json.dumps(
+                {"text": text[:500], "level": level})})
+        except Exception:  # the browser is gone; the close path cleans up
+            pass
 
     async def _close_console_everywhere(self, code: int, reason: str):
         """A SPICE console is several sockets, maybe in several processes: close them all."""
@@ -332,8 +355,9 @@ class ConsoleConnection:
 
         def still_allowed_and_alive():
             # The session row's sign of life: without it the broker takes this gateway for dead.
+            last_input_at = datetime.fromtimestamp(time.time() - (time.monotonic() - self.last_input), timezone.utc)
             if self.session_id is not None and not console_sessions.touch_console_session(
-                    session_id=self.session_id):
+                    session_id=self.session_id, last_input_at=last_input_at):
                 return ConsoleRefused(CloseCode.RECONNECT, "The broker closed this console's record; reconnecting.")
             return tickets.console_still_allowed(
                 user_id=target.user_id, desktop_id=target.desktop_id, session_key=session_key)
@@ -384,6 +408,8 @@ class ConsoleConnection:
                 log.info("console closed by the broker: session=%s code=%s", self.session_id, message["code"])
                 await self._close(message["code"], message["reason"])
                 return
+            if message.get("type") == "console.notice" and self.counts_as_console:
+                await self._notice(str(message.get("text", "")), level=str(message.get("level", "info")))
 
     # -- closing ------------------------------------------------------------------------------
     async def _close(self, code: int, reason: str):

@@ -21,6 +21,8 @@ class ConsoleLimits:
     max_per_desktop: int
     idle_timeout_s: float | None  # None: never
     max_session_s: float | None
+    # Farms: an idle console also ends the session behind it (the broker logs it off).
+    idle_ends_session: bool = False
 
 
 def console_limits(*, pool_id: int) -> ConsoleLimits:
@@ -38,6 +40,7 @@ def console_limits(*, pool_id: int) -> ConsoleLimits:
         max_per_desktop=pick("console_max_per_desktop", settings.VDI_CONSOLE_MAX_PER_DESKTOP),
         idle_timeout_s=idle * 60 if idle else None,
         max_session_s=longest * 60 if longest else None,
+        idle_ends_session=bool(pool is not None and pool.is_farm),
     )
 
 
@@ -101,11 +104,14 @@ def close_console_session(*, session_id: int, code: int | None, reason: str, byt
     )
 
 
-def touch_console_session(*, session_id: int) -> bool:
-    """The gateway's sign of life for an open console; False if the row was closed meanwhile
-    (the broker took the gateway for dead), so the console should reconnect for a new one."""
-    return bool(ConsoleSession.objects.filter(pk=session_id, closed_at__isnull=True)
-                .update(last_seen_at=timezone.now()))
+def touch_console_session(*, session_id: int, last_input_at=None) -> bool:
+    """The gateway's sign of life for an open console (and when its user last typed or moved
+    the mouse); False if the row was closed meanwhile (the broker took the gateway for dead),
+    so the console should reconnect for a new one."""
+    fields = {"last_seen_at": timezone.now()}
+    if last_input_at is not None:
+        fields["last_input_at"] = last_input_at
+    return bool(ConsoleSession.objects.filter(pk=session_id, closed_at__isnull=True).update(**fields))
 
 
 def close_abandoned_console_sessions(*, now=None) -> int:

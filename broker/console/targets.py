@@ -5,6 +5,9 @@ what listens there is the business of a `ConsoleTargetKind`:
 
 - `VmConsole`: a virtual machine's VNC or SPICE port on its hypervisor, found and given a
   one-time password through libvirt (the one door, broker/hypervisor/).
+- `SessionDisplay`: a farm session's Xvnc display on its session host, given a one-time
+  password by the agent on that host (the portal asks it through the host's Celery queue and
+  waits for the answer; the password crosses Redis in that one message, never the browser).
 
 Each kind answers two questions. `prepare`, when a ticket is granted: where does the console
 listen now, and give it a fresh one-time password. `port_now`, when the console connects:
@@ -98,8 +101,35 @@ class VmConsole(ConsoleTargetKind):
         return ports.vnc if protocol == "vnc" else ports.spice
 
 
+class SessionDisplay(ConsoleTargetKind):
+    protocols = frozenset({"vnc"})
+
+    def prepare(self, desktop, *, protocol, password, valid_for_s):
+        from ..enqueue import NoAnswer, call_and_wait
+
+        if protocol != "vnc":
+            raise ConsoleRefused(CloseCode.TICKET_INVALID, "Shared sessions have a VNC console only.")
+        host = desktop.host
+        try:
+            port = call_and_wait("broker.session_tasks.set_session_password_task", desktop.pk, host.pk, password,
+                                 queue=host.agent_queue, timeout=settings.VDI_AGENT_CALL_TIMEOUT_SECONDS)
+        except NoAnswer as exc:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE,
+                                 f"The session host {host.name} does not answer; try again in a minute.") from exc
+        if not port:
+            raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, "Your session is no longer running; launch again.")
+        return ConsoleEndpoint(port=port, password=password)
+
+    def port_now(self, desktop, *, protocol):
+        # A session's display keeps its port for as long as it lives (the agent recorded it at
+        # start); a display that died and left its port to another is caught by the VNC login,
+        # which needs this ticket's password.
+        return desktop.vnc_port if protocol == "vnc" else None
+
+
 VM_CONSOLE = VmConsole()
+SESSION_DISPLAY = SessionDisplay()
 
 
 def console_kind_for(desktop: Desktop) -> ConsoleTargetKind:
-    return VM_CONSOLE
+    return SESSION_DISPLAY if desktop.pool.is_farm else VM_CONSOLE

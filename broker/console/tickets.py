@@ -180,7 +180,7 @@ def peek_console_target(*, token: str) -> tuple[str, int] | None:
     that must name the target before they may check the login: websockify). None otherwise."""
     if not token or len(token) > 128:
         return None
-    ticket = (ConsoleTicket.objects.select_related("desktop__host")
+    ticket = (ConsoleTicket.objects.select_related("desktop__host", "desktop__pool")
               .filter(token_hash=_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()).first())
     if ticket is None:
         return None

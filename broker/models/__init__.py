@@ -1,6 +1,7 @@
 from .desktops import Desktop, DesktopState, IllegalTransition
 from .entitlements import Entitlement
 from .events import BrokerEvent, DesktopEvent
+from .farms import PublishedApp
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
 from .pools import Pool
@@ -20,4 +21,5 @@ __all__ = [
     "Host",
     "IllegalTransition",
     "Pool",
+    "PublishedApp",
 ]

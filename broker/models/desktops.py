@@ -41,7 +41,7 @@ class DesktopState(models.TextChoices):
 
 S = DesktopState
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.QUEUED: frozenset({S.CLONING, S.FAILED, S.DELETING}),
+    S.QUEUED: frozenset({S.CLONING, S.STARTING, S.FAILED, S.DELETING}),  # a session starts without a clone
     S.CLONING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
     S.STARTING: frozenset({S.RUNNING, S.FAILED, S.DELETING}),
     S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.RECOMPOSING, S.FAILED, S.DELETING}),
@@ -66,13 +66,22 @@ class IllegalTransition(Exception):
 
 
 class Desktop(models.Model):
+    """What a user launches and sees the console of: a VM on a hypervisor (dedicated and
+    floating pools), or a session on a farm's session host (its display; a farm desktop waits
+    in `queued` with no host until the farm places it)."""
+
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="desktops")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="desktops"
     )
-    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="desktops")
-    image_version = models.ForeignKey(GoldenImageVersion, on_delete=models.PROTECT, related_name="desktops")
-    name = models.CharField(max_length=100, unique=True, help_text="libvirt domain name on the host.")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, null=True, blank=True, related_name="desktops")
+    image_version = models.ForeignKey(GoldenImageVersion, on_delete=models.PROTECT, null=True, blank=True,
+                                      related_name="desktops")
+    # Farms: the published application this session runs alone (empty: the full desktop).
+    application = models.ForeignKey("broker.PublishedApp", on_delete=models.PROTECT, null=True, blank=True,
+                                    related_name="sessions")
+    name = models.CharField(max_length=100, unique=True,
+                            help_text="libvirt domain name on the host (farms: the session's name).")
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     state = models.CharField(max_length=16, choices=DesktopState.choices, default=S.QUEUED, editable=False)
     state_changed_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -96,9 +105,15 @@ class Desktop(models.Model):
             # One live desktop per user and pool, however many launches race.
             models.UniqueConstraint(
                 fields=["pool", "user"],
-                condition=Q(user__isnull=False) & ~Q(state="deleted"),
+                condition=Q(user__isnull=False, application__isnull=True) & ~Q(state="deleted"),
                 name="one_live_desktop_per_user_and_pool",
-            )
+            ),
+            # Farms: one session per user and published application as well.
+            models.UniqueConstraint(
+                fields=["pool", "user", "application"],
+                condition=Q(user__isnull=False, application__isnull=False) & ~Q(state="deleted"),
+                name="one_live_app_session_per_user",
+            ),
         ]
 
     def __str__(self):
@@ -151,6 +166,9 @@ class Desktop(models.Model):
             DesktopEvent.objects.create(
                 desktop_id=self.pk, from_state=from_state, to_state=to_state, message=message[:2000], actor=actor
             )
+            from ..progress import announce_progress_on_commit
+
+            announce_progress_on_commit(self.pk)  # the launch page shows the step at once
         self.state, self.state_changed_at = to_state, now
         for key, value in fields.items():
             setattr(self, key, value)

@@ -24,16 +24,28 @@ def default_serial_log_dir():
 
 
 class Host(models.Model):
-    """A hypervisor the broker places desktops on, reached through a libvirt URI."""
+    """A machine the broker places desktops on: a hypervisor (VMs, reached through a libvirt
+    URI) or a session host (shared SBC sessions, driven by the session agent on it)."""
+
+    class Kind(models.TextChoices):
+        HYPERVISOR = "hypervisor", "Hypervisor (a VM per desktop)"
+        SESSION_HOST = "session", "Session host (shared sessions of a farm)"
 
     class DomainType(models.TextChoices):
         KVM = "kvm", "KVM (hardware virtualisation)"
         QEMU = "qemu", "QEMU TCG (software emulation; nested or test hosts)"
 
     name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.HYPERVISOR)
+    farm = models.ForeignKey(
+        "broker.Pool", on_delete=models.PROTECT, null=True, blank=True, related_name="session_hosts",
+        limit_choices_to={"kind": "farm"},
+        help_text="Session hosts: the farm whose sessions this host runs.",
+    )
     libvirt_uri = models.CharField(
         max_length=255,
-        help_text="qemu:///system for this machine, qemu+ssh://user@host/system or "
+        blank=True,
+        help_text="Hypervisors: ""qemu:///system for this machine, qemu+ssh://user@host/system or "
         "qemu+tls://host/system for others.",
     )
     domain_type = models.CharField(max_length=8, choices=DomainType.choices, default=DomainType.KVM)
@@ -72,6 +84,10 @@ class Host(models.Model):
     memory_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
     last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
+    # Session hosts: what the agent reported with its last sign of life (last_checked_at).
+    load_average = models.FloatField(null=True, blank=True, editable=False)
+    memory_available_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    sessions_running = models.PositiveIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -83,3 +99,20 @@ class Host(models.Model):
     @property
     def accepts_new_desktops(self) -> bool:
         return self.is_enabled and self.is_online and not self.in_maintenance
+
+    @property
+    def is_session_host(self) -> bool:
+        return self.kind == self.Kind.SESSION_HOST
+
+    @property
+    def agent_queue(self) -> str:
+        """The Celery queue that this host's own agent (a worker on the host) consumes."""
+        return f"{settings.VDI_AGENT_QUEUE_PREFIX}{self.name}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if self.kind == self.Kind.HYPERVISOR and not self.libvirt_uri:
+            raise ValidationError({"libvirt_uri": "A hypervisor needs its libvirt URI."})
+        if self.kind == self.Kind.SESSION_HOST and self.farm_id is None:
+            raise ValidationError({"farm": "A session host serves one farm: choose it."})

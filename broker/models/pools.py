@@ -6,11 +6,13 @@ from .images import GoldenImage
 
 
 class Pool(models.Model):
-    """A set of desktops built from one golden image, offered to entitled users."""
+    """What entitled users launch: VMs built from one golden image (dedicated, floating), or
+    sessions on the session hosts of a farm (shared SBC desktops and published applications)."""
 
     class Kind(models.TextChoices):
         DEDICATED = "dedicated", "Dedicated (one persistent desktop per user)"
         FLOATING = "floating", "Floating (any fresh desktop; wiped after each use)"
+        FARM = "farm", "Farm (a session per user on shared session hosts)"
 
     class Protocol(models.TextChoices):
         VNC = "vnc", "VNC (noVNC)"
@@ -20,7 +22,8 @@ class Pool(models.Model):
     display_name = models.CharField(max_length=128)
     description = models.TextField(blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DEDICATED)
-    image = models.ForeignKey(GoldenImage, on_delete=models.PROTECT, related_name="pools")
+    image = models.ForeignKey(GoldenImage, on_delete=models.PROTECT, null=True, blank=True, related_name="pools",
+                              help_text="Dedicated and floating pools: the golden image desktops are cloned from.")
     host = models.ForeignKey(
         Host,
         on_delete=models.PROTECT,
@@ -79,6 +82,16 @@ class Pool(models.Model):
     )
     is_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # -- farms (kind "farm"): shared sessions on the pool's session hosts -------------------
+    farm_offers_desktop = models.BooleanField(
+        default=True, help_text="Farms: offer the full desktop (besides the published applications).")
+    max_sessions_per_host = models.PositiveIntegerField(
+        default=50, help_text="Farms: never more sessions than this on one session host.")
+    max_concurrent_logons_per_host = models.PositiveIntegerField(
+        default=2, help_text="Farms: sessions starting at once on one host (logon-storm throttling); "
+        "the rest wait in order and see their place.")
+    session_geometry = models.CharField(
+        max_length=16, default="1280x800", help_text="Farms: the session's screen size, WIDTHxHEIGHT.")
     # -- consoles (broker/console/; empty: the site default, VDI_CONSOLE_* settings) ------
     console_protocol_switch = models.BooleanField(
         default=False, help_text="Users may switch between VNC (noVNC) and SPICE (spice-html5) in the page."
@@ -116,7 +129,22 @@ class Pool(models.Model):
     def is_floating(self) -> bool:
         return self.kind == self.Kind.FLOATING
 
+    @property
+    def is_farm(self) -> bool:
+        return self.kind == self.Kind.FARM
+
     def clean(self):
+        import re
+
+        if self.kind == self.Kind.FARM:
+            if self.min_spares:
+                raise ValidationError({"min_spares": "A farm starts sessions on demand; it keeps no spares."})
+            if not re.fullmatch(r"\d{3,4}x\d{3,4}", self.session_geometry or ""):
+                raise ValidationError({"session_geometry": "Write the screen size as WIDTHxHEIGHT, e.g. 1280x800."})
+            if self.max_concurrent_logons_per_host < 1 or self.max_sessions_per_host < 1:
+                raise ValidationError("A farm needs room for at least one session (and one logon) per host.")
+        elif self.image_id is None:
+            raise ValidationError({"image": "Dedicated and floating pools are cloned from a golden image."})
         if self.min_spares > self.max_desktops:
             raise ValidationError({"min_spares": "More spares than the pool's maximum size."})
         try:

@@ -15,6 +15,8 @@ class ConsoleSession(models.Model):
     # stops being touched belongs to a gateway that died (killed, crashed, host lost): it no
     # longer counts against the limits, and close_abandoned_console_sessions() closes it.
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The user's last keyboard or mouse input, as the gateway last reported it (at its re-checks).
+    last_input_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     close_code = models.PositiveIntegerField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True)

@@ -19,14 +19,19 @@ from ..enqueue import enqueue_after_commit
 S = DesktopState
 
 
-def launch_desktop(*, user, pool: Pool) -> Desktop:
-    """Return the user's desktop in `pool`, enqueueing whatever work gets it to running.
+def launch_desktop(*, user, pool: Pool, application=None) -> Desktop:
+    """Return the user's desktop in `pool`, enqueueing whatever work gets it to running
+    (farms: their session of the full desktop or of `application`).
 
     Idempotent: pressing Launch twice, or in two tabs at once, yields the same desktop and at
     most one provisioning job.
     """
     if not selectors.is_entitled(user=user, pool=pool):
         raise LaunchRefused("You are not entitled to this desktop pool. Ask your administrator for access.")
+    if pool.is_farm:
+        from .farm_sessions import launch_farm_session
+
+        return launch_farm_session(user=user, pool=pool, application=application)
     desktop = selectors.live_desktop_of(user=user, pool=pool)
     if desktop is not None and pool.is_floating and not desktop.host.is_online:
         _abandon_on_offline_host(desktop, user)

@@ -11,6 +11,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from ..models import Desktop, DesktopState, Pool
+from ..console.close_codes import CloseCode
 from ..console.sessions import close_abandoned_console_sessions, live_console_sessions
 from ..enqueue import enqueue_after_commit
 
@@ -19,7 +20,11 @@ S = DesktopState
 
 def end_desktop_session(*, desktop: Desktop, actor=None, reason: str) -> None:
     """The user is done: reset a floating desktop (a fresh one replaces it), power off a
-    dedicated one. Consoles close at once either way."""
+    dedicated one, log a farm session off. Consoles close at once either way."""
+    if desktop.pool.is_farm:
+        from .farm_sessions import log_off_session
+
+        return log_off_session(session=desktop, actor=actor, reason=reason)
     if desktop.pool.kind == Pool.Kind.FLOATING:
         if desktop.transition(S.DELETING, expected={S.RUNNING, S.STOPPED, S.FAILED, S.QUEUED, S.CLONING,
                                                     S.STARTING},
@@ -47,10 +52,24 @@ def desktops_disconnected_too_long(*, now=None):
             yield desktop
 
 
+def farm_sessions_left_idle(*, now=None):
+    """Running farm sessions whose console closed for want of input, and none is open: a farm's
+    idle timeout ends the session itself (the page warned a few minutes before)."""
+    now = now or timezone.now()
+    for session in Desktop.objects.filter(state=S.RUNNING, pool__kind=Pool.Kind.FARM).select_related("pool"):
+        last = session.console_sessions.order_by("-opened_at").first()
+        if (last is not None and last.close_code == CloseCode.IDLE_TIMEOUT
+                and not live_console_sessions(now=now).filter(desktop=session).exists()):
+            yield session
+
+
 def enforce_disconnect_timeouts(*, now=None) -> int:
     # First end the consoles of gateways that died: their rows would look connected forever.
     close_abandoned_console_sessions(now=now)
     count = 0
+    for session in farm_sessions_left_idle(now=now):
+        end_desktop_session(desktop=session, reason="idle: no keyboard or mouse input for the farm's idle timeout")
+        count += 1
     for desktop in desktops_disconnected_too_long(now=now):
         minutes = desktop.pool.disconnect_timeout_minutes
         end_desktop_session(desktop=desktop, reason=f"disconnected for more than {minutes} min")

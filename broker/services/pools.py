@@ -19,6 +19,10 @@ def reconcile_pool(*, pool_id: int) -> dict:
     """One pass over a pool; returns what it did (for the admin and the tests)."""
 
     pool = Pool.objects.select_related("image").get(pk=pool_id)
+    if pool.is_farm:  # no spares or images: the periodic pass retries placement of waiting sessions
+        from .farm_sessions import place_waiting_sessions
+
+        return {"placed": place_waiting_sessions(pool_id=pool.pk)}
     done = {"created": 0, "rolled_over": 0, "cleared_failed": 0, "backing_off": False}
     version = pool.image.current_version()
 

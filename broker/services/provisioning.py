@@ -65,8 +65,9 @@ def desktop_name(*, pool, unique: str) -> str:
     return f"{settings.VDI_NAME_PREFIX}{pool.name}-{unique}"
 
 
-def new_desktop(*, pool: Pool, host, version, user=None) -> Desktop:
-    """Insert a queued desktop named by the pool's pattern; the caller enqueues provisioning."""
+def new_desktop(*, pool: Pool, host, version, user=None, application=None) -> Desktop:
+    """Insert a queued desktop named by the pool's pattern; the caller enqueues provisioning
+    (a farm session: placement, with no host or image yet)."""
     for _attempt in range(20):
         Pool.objects.filter(pk=pool.pk).update(desktop_counter=F("desktop_counter") + 1)
         number = Pool.objects.values_list("desktop_counter", flat=True).get(pk=pool.pk)
@@ -78,6 +79,7 @@ def new_desktop(*, pool: Pool, host, version, user=None) -> Desktop:
                     user=user,
                     host=host,
                     image_version=version,
+                    application=application,
                     name=name,
                     state=S.QUEUED,
                     assigned_at=timezone.now() if user else None,
@@ -237,6 +239,15 @@ def delete_desktop(*, desktop_id: int, actor=None) -> Desktop | None:
     desktop = _load(desktop_id)
     if desktop is None or desktop.state == S.DELETED:
         return desktop
+    if desktop.pool.is_farm:  # a session, not a VM: its agent ends it
+        from .farm_sessions import log_off_session
+
+        if desktop.state == S.DELETING and desktop.host_id:
+            enqueue_after_commit("broker.session_tasks.end_farm_session_task", desktop.pk,
+                                 queue=desktop.host.agent_queue)
+        else:
+            log_off_session(session=desktop, actor=actor, reason="deleted")
+        return _load(desktop_id)
     if desktop.state != S.DELETING:
         if not desktop.transition(S.DELETING, message="deletion requested", actor=actor):
             return _load(desktop_id)

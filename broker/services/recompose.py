@@ -9,6 +9,8 @@ S = DesktopState
 
 def recompose_pool(*, pool, actor=None) -> int:
     """Rebuild the system disk of every desktop of `pool` not on the current version."""
+    if pool.is_farm:
+        return 0  # sessions are not built from images
     version = pool.image.current_version()
     count = 0
     stale = Desktop.objects.filter(pool=pool, state__in=(S.RUNNING, S.STOPPED, S.FAILED)).exclude(

@@ -1,6 +1,7 @@
 // The console's websocket: a WebSocket that also measures its round-trip time and keeps the
 // gateway's close code and reason. Text frames are the gateway's control channel ("vdi-ping" /
-// "vdi-pong"); the console protocols (RFB, SPICE) are binary only, so noVNC and spice-html5
+// "vdi-pong", and "vdi-notice {json}": a message for the user, dispatched on `window` as a
+// "vdi-notice" event); the console protocols (RFB, SPICE) are binary only, so noVNC and spice-html5
 // never see a text frame: this class hides them from their listeners.
 const NativeWebSocket = window.WebSocket;
 const PING_EVERY_MS = 2000;
@@ -16,6 +17,14 @@ export class ConsoleSocket extends NativeWebSocket {
       if (typeof event.data === "string" && event.data.startsWith("vdi-pong ")) {
         this.rttMs = performance.now() - Number(event.data.slice(9));
         if (this.onrtt) this.onrtt(this.rttMs);
+      } else if (typeof event.data === "string" && event.data.startsWith("vdi-notice ")) {
+        let notice;
+        try {
+          notice = JSON.parse(event.data.slice(11));
+        } catch (error) {
+          return;
+        }
+        window.dispatchEvent(new CustomEvent("vdi-notice", { detail: notice }));
       }
     });
     super.addEventListener("close", (event) => {

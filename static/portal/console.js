@@ -16,6 +16,20 @@ const consoleState = (window.vdiConsole = {
   phase: "launching", protocol: null, closeCode: null, closeReason: "", rttMs: null, reconnects: 0,
 });
 
+// --- messages for the user (an admin's, a warning before an idle close) ------------------
+consoleState.notices = [];
+window.addEventListener("vdi-notice", (event) => {
+  const { text, level } = event.detail || {};
+  if (!text) return;
+  consoleState.notices.push({ text, level });
+  el("console-notice-text").textContent = text;
+  el("console-notice").className = `notice ${level === "warning" ? "warning" : "info"}`;
+  el("console-notice").hidden = false;
+});
+el("console-notice-close").addEventListener("click", () => {
+  el("console-notice").hidden = true;
+});
+
 // --- launch progress -------------------------------------------------------------------
 function renderSteps(progress) {
   const list = el("steps");
@@ -31,7 +45,43 @@ function renderSteps(progress) {
   el("elapsed").textContent = `${progress.state_label} · ${((performance.now() - startedAt) / 1000).toFixed(1)} s`;
 }
 
+// The steps arrive live over a websocket (portal/consumers.py) as each happens; where that
+// cannot open (a proxy without websockets, Redis away), the page asks the portal every 400 ms.
+function followLaunchLive() {
+  return new Promise((resolve) => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    let socket;
+    try {
+      socket = new WebSocket(`${scheme}://${location.host}${app.dataset.progressPath}`);
+    } catch (error) {
+      resolve(false);
+      return;
+    }
+    let settled = false;
+    const finish = (handled) => {
+      if (!settled) {
+        settled = true;
+        resolve(handled);
+      }
+    };
+    socket.onmessage = (event) => {
+      const progress = JSON.parse(event.data);
+      renderSteps(progress);
+      if (progress.ready) {
+        finish(true);
+        openConsole();
+      } else if (progress.failed) {
+        finish(true);
+        showLaunchError(`${progress.error || "The desktop could not be started."} ${progress.hint}`);
+      }
+    };
+    socket.onclose = () => finish(false);
+    socket.onerror = () => finish(false);
+  });
+}
+
 async function followLaunch() {
+  if (app.dataset.progressPath && (await followLaunchLive())) return;
   for (;;) {
     let progress;
     try {

@@ -51,6 +51,9 @@ class LiveStack:
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "PYTHONUNBUFFERED": "1",
             "VDI_CONSOLE_RECHECK_SECONDS": "2",
+            "VDI_AGENT_QUEUE_PREFIX": settings.VDI_AGENT_QUEUE_PREFIX,
+            "VDI_SESSION_ACCOUNT_PREFIX": settings.VDI_SESSION_ACCOUNT_PREFIX,
+            "VDI_SESSION_STATE_DIR": settings.VDI_SESSION_STATE_DIR,
         }
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -84,6 +87,22 @@ class LiveStack:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"the live stack did not come up in 60 s; see {self.log_dir}")
+
+    def start_agent(self, host) -> subprocess.Popen:
+        """The session agent of `host`, as the README starts it: a Celery worker on the host's
+        own queue (this machine is the session host)."""
+        name = f"agent-{host.name}"
+        agent = self._spawn(name, [
+            str(BIN / "celery"), "-A", "config", "worker", "-Q", host.agent_queue, "--pool", "threads",
+            "--concurrency", "8", "--loglevel=INFO", "--without-mingle", "--without-gossip",
+            "--hostname", f"{host.agent_queue}-{self.port}@%h",
+        ])
+        deadline = time.monotonic() + 60
+        while "ready" not in (self.log_dir / f"{name}.log").read_text():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent of {host.name} did not start; see {self.log_dir}")
+            time.sleep(0.2)
+        return agent
 
     def stop(self):
         subprocess.run([str(BIN / "celery"), "-A", "config", "purge", "-f"], cwd=ROOT, env=self.env(),

@@ -1,4 +1,5 @@
-"""Create the quick-start demo: this machine as a host, a golden image, a pool, a user."""
+"""Create the quick-start demo: this machine as a hypervisor and as a session host, a golden
+image, VM pools, a farm with a published application, an employee and an admin."""
 
 import os
 import secrets
@@ -10,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
 from broker.hypervisor import HypervisorError
-from broker.models import Entitlement, GoldenImage, Host, Pool
+from broker.models import Entitlement, GoldenImage, Host, Pool, PublishedApp
 from broker.services.images import publish_image_version
 
 
@@ -65,8 +66,9 @@ class Command(BaseCommand):
                 "disconnect_timeout_minutes": 15,
             },
         )
+        farm = self._farm()
         employees, _ = Group.objects.get_or_create(name="Employees")
-        for offered in (pool, kiosk):
+        for offered in (pool, kiosk, farm):
             Entitlement.objects.get_or_create(pool=offered, group=employees)
 
         lines = []
@@ -76,6 +78,29 @@ class Command(BaseCommand):
         self._account(os.environ.get("VDI_ADMIN_USER", "admin"), "VDI_ADMIN_PASSWORD", staff=True, lines=lines)
         for line in lines:
             self.stdout.write(line)
+
+    def _farm(self) -> Pool:
+        """A farm on this machine: a shared desktop (icewm and a terminal) and one published
+        application, served by this machine's own session agent (`make run` starts it)."""
+        farm, _ = Pool.objects.get_or_create(
+            name="shared",
+            defaults={
+                "display_name": "Shared desktop",
+                "description": "Your own session on a shared Linux server: starts in a second, files kept.",
+                "kind": Pool.Kind.FARM,
+                "max_desktops": 100,
+                "disconnect_timeout_minutes": 60,
+            },
+        )
+        Host.objects.update_or_create(
+            name=os.environ.get("VDI_DEMO_SESSION_HOST", "local-sessions"),
+            defaults={"kind": Host.Kind.SESSION_HOST, "farm": farm, "libvirt_uri": "", "console_address": "127.0.0.1"},
+        )
+        PublishedApp.objects.get_or_create(
+            pool=farm, name="terminal",
+            defaults={"display_name": "Terminal", "command": "xterm -fa Monospace -fs 12", "icon": "terminal"},
+        )
+        return farm
 
     def _account(self, username, password_env, *, staff, lines):
         User = get_user_model()

@@ -1,0 +1,64 @@
+"""The launch page's live progress: a websocket that sends the desktop's steps each time they
+change (broker/progress.py announces every state change), so the page shows them the moment
+they happen without polling. Closes once the desktop is ready or failed; the page then opens
+the console (or shows the error). Only the desktop's own user, from an allowed Origin."""
+
+import json
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from broker.console.login import cookie_header, login_from_cookie_header
+from broker.console.origin import is_allowed_origin
+from broker.models import Desktop
+from broker.models.desktops import LIVE_STATES
+from broker.progress import progress_group
+
+from .progress import desktop_progress
+
+
+class LaunchProgressConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.desktop_id = int(self.scope["url_route"]["kwargs"]["desktop_id"])
+        self.user_id = None
+        if not is_allowed_origin(self.scope):
+            return await self.close(code=4403)  # refused before accept: the browser sees a 403
+        self.user_id = await database_sync_to_async(self._user_id)(cookie_header(self.scope))
+        if self.user_id is None:
+            return await self.close(code=4401)
+        # Listen first, then read: a step taken in between is not missed.
+        self.group = progress_group(self.desktop_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        progress = await database_sync_to_async(self._progress)()
+        if progress is None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            return await self.close(code=4404)
+        await self.accept()
+        await self._send_progress(progress)
+
+    async def disconnect(self, code):
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        pass  # the page only listens
+
+    async def launch_progress(self, event):
+        await self._send_progress(await database_sync_to_async(self._progress)())
+
+    async def _send_progress(self, progress):
+        if progress is None:
+            return await self.close(code=4404)
+        await self.send(text_data=json.dumps(progress))
+        if progress["ready"] or progress["failed"]:
+            await self.close(code=1000)
+
+    @staticmethod
+    def _user_id(cookies):
+        user, _session_key = login_from_cookie_header(cookies)
+        return user.pk if user.is_authenticated else None
+
+    def _progress(self):
+        desktop = (Desktop.objects.select_related("pool", "host", "application")
+                   .filter(pk=self.desktop_id, user_id=self.user_id, state__in=LIVE_STATES).first())
+        return desktop_progress(desktop) if desktop is not None else None
