@@ -55,6 +55,11 @@ def test_a_disabled_pool_is_not_offered(logged_in, pool):
     assert "Office desktop" not in logged_in.get(reverse("portal:home")).content.decode()
 
 
+def tasks_among(callbacks):
+    """The on-commit callbacks that send a Celery task (others announce progress to the page)."""
+    return [c for c in callbacks if c.__qualname__.startswith("enqueue_after_commit")]
+
+
 def test_launch_creates_one_desktop_and_queues_its_provisioning(logged_in, employee, pool,
                                                                 django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -62,7 +67,7 @@ def test_launch_creates_one_desktop_and_queues_its_provisioning(logged_in, emplo
     desktop = Desktop.objects.get(user=employee, pool=pool)
     assert response["Location"] == reverse("portal:desktop", args=[desktop.pk])
     assert desktop.state == S.QUEUED and desktop.name == f"{settings.VDI_NAME_PREFIX}desk-0001"
-    assert len(callbacks) == 1  # one provisioning task, sent after commit
+    assert len(tasks_among(callbacks)) == 1  # one provisioning task, sent after commit
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         again = logged_in.post(reverse("portal:launch", args=[pool.pk]))
@@ -104,7 +109,7 @@ def test_launch_of_a_failed_desktop_retries_it(logged_in, employee, pool, django
         logged_in.post(reverse("portal:launch", args=[pool.pk]))
     desktop.refresh_from_db()
     assert desktop.state == S.QUEUED and desktop.last_error == ""
-    assert len(callbacks) == 1
+    assert len(tasks_among(callbacks)) == 1
 
 
 def test_launch_of_a_stopped_desktop_powers_it_on(logged_in, employee, pool, django_capture_on_commit_callbacks):
@@ -114,7 +119,7 @@ def test_launch_of_a_stopped_desktop_powers_it_on(logged_in, employee, pool, dja
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         logged_in.post(reverse("portal:launch", args=[pool.pk]))
     desktop.refresh_from_db()
-    assert desktop.state == S.STARTING and len(callbacks) == 1
+    assert desktop.state == S.STARTING and len(tasks_among(callbacks)) == 1
 
 
 def test_the_status_shows_the_launch_steps(logged_in, employee, pool):

@@ -130,3 +130,56 @@ def _alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_drained_session_host_takes_no_new_session_and_the_launch_waits_its_turn(live_stack, agent, farm,
+                                                                                     farm_users):
+    from broker.services.hosts import set_host_maintenance
+    from portal.progress import desktop_progress
+
+    host = Host.objects.get(name="sessions-1")
+    (gina,) = farm_users("gina")
+    running = wait_for_state(launch_desktop(user=gina, pool=farm), S.RUNNING, timeout=60)
+    assert set_host_maintenance(host=host, in_maintenance=True)
+
+    (hugo,) = farm_users("hugo")
+    waiting = launch_desktop(user=hugo, pool=farm)
+    from broker.services.farm_sessions import place_waiting_sessions
+
+    place_waiting_sessions(pool_id=farm.pk)
+    waiting.refresh_from_db()
+    assert waiting.state == S.QUEUED and waiting.host is None
+    steps = desktop_progress(waiting)["steps"]
+    assert steps[0]["label"] == "Waiting for a session host (you are next)" and steps[0]["status"] == "active"
+    # Sessions already there keep running.
+    assert Desktop.objects.get(pk=running.pk).state == S.RUNNING
+
+    set_host_maintenance(host=host, in_maintenance=False)
+    place_waiting_sessions(pool_id=farm.pk)
+    assert wait_for_state(waiting, S.RUNNING, timeout=60).host_id == host.pk
+
+
+def test_an_agent_that_restarts_adopts_the_sessions_still_running(live_stack, agent, farm, farm_users):
+    from tests.farms.test_farm_sessions import console_desktop_name
+
+    Host.objects.filter(name="sessions-1").update(is_enabled=False)
+    third = Host.objects.create(name="sessions-3", kind=Host.Kind.SESSION_HOST, farm=farm,
+                                console_address="127.0.0.1")
+    third_agent = live_stack.start_agent(third)
+    (jane,) = farm_users("jane")
+    session = wait_for_state(launch_desktop(user=jane, pool=farm), S.RUNNING, timeout=60)
+    xvnc_pid = _xvnc_listening_on(session.vnc_port)
+
+    third_agent.send_signal(signal.SIGKILL)
+    third_agent.wait(10)
+    live_stack.start_agent(third)
+    from broker.enqueue import enqueue_after_commit
+
+    before = Host.objects.get(pk=third.pk).last_checked_at
+    enqueue_after_commit("broker.session_tasks.report_session_host_task", third.pk, queue=third.agent_queue)
+    wait_until(lambda: Host.objects.get(pk=third.pk).last_checked_at != before, timeout=30,
+               what="a report from the restarted agent")
+    assert Host.objects.get(pk=third.pk).sessions_running == 1
+    assert Desktop.objects.get(pk=session.pk).state == S.RUNNING and _alive(xvnc_pid)
+    # The restarted agent serves the session's next console as before.
+    assert console_desktop_name(live_stack, jane, session) == f"1280x800 {session.name}"

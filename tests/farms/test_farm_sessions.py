@@ -145,3 +145,35 @@ def _environ(pid):
         return open(f"/proc/{pid}/environ", "rb").read()
     except OSError:
         return b""
+
+
+def test_a_farm_session_left_idle_is_warned_then_logged_off(live_stack, agent, farm, farm_users):
+    from websockets.exceptions import ConnectionClosed
+
+    from broker.services.desktop_sessions import enforce_disconnect_timeouts
+
+    farm.console_idle_timeout_minutes = 0.1  # 6 s: the warning comes 1.2 s before
+    farm.save()
+    (ivan,) = farm_users("ivan")
+    session = wait_for_state(launch_desktop(user=ivan, pool=farm), S.RUNNING, timeout=60)
+    cookie = session_cookie(ivan)
+    grant = grant_console(user=ivan, session_key=cookie, desktop=session, protocol="vnc", origin=live_stack.base_url)
+
+    async def sit_idle():
+        ws = await open_console(live_stack, session.pk, grant.token, cookie=cookie)
+        await vnc_login_as_browser(ws)
+        notices = []
+        try:
+            while True:
+                message = await asyncio.wait_for(ws.recv(), 20)
+                if isinstance(message, str) and message.startswith("vdi-notice "):
+                    notices.append(message)
+        except ConnectionClosed as closed:
+            return notices, closed.rcvd.code, closed.rcvd.reason
+
+    notices, code, reason = asyncio.run(sit_idle())
+    assert len(notices) == 1 and "your session will be logged off in" in notices[0]
+    assert code == 4431 and reason.startswith("Your session was logged off")
+    assert enforce_disconnect_timeouts() == 1
+    wait_for_state(session, S.DELETED, timeout=30)
+    assert processes_of(account_of(ivan).pw_uid) == []
