@@ -104,6 +104,14 @@ def set_console_password(*, desktop_id: int, host_id: int, password: str) -> int
     return session.vnc_port
 
 
+def expire_console_password(*, desktop_id: int, host_id: int, digest: str) -> bool:
+    session = _load(desktop_id)
+    if session is None or session.host_id != host_id:
+        return False
+    return sessionhost.expire_session_password(session_name=session.name, digest=digest,
+                                               state_dir=state_dir_of(session.host))
+
+
 def report(*, host_id: int) -> dict:
     """The agent's sign of life and load, and its reconciliation of the sessions it runs with
     the broker's books: sessions that ended by themselves (an application exited) close their

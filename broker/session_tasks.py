@@ -39,5 +39,10 @@ def set_session_password_task(desktop_id: int, host_id: int, password: str) -> i
 
 
 @shared_task
+def expire_session_password_task(desktop_id: int, host_id: int, digest: str):
+    session_agent.expire_console_password(desktop_id=desktop_id, host_id=host_id, digest=digest)
+
+
+@shared_task
 def report_session_host_task(host_id: int):
     session_agent.report(host_id=host_id)

@@ -118,6 +118,13 @@ class SessionDisplay(ConsoleTargetKind):
                                  f"The session host {host.name} does not answer; try again in a minute.") from exc
         if not port:
             raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, "Your session is no longer running; launch again.")
+        # Like a VM's passwdValidTo: once the ticket's time is up, the agent replaces the
+        # password with one nobody knows, unless a newer ticket replaced it already.
+        from ..enqueue import enqueue_after_commit
+        from ..sessionhost.vncpasswd import password_file_digest
+
+        enqueue_after_commit("broker.session_tasks.expire_session_password_task", desktop.pk, host.pk,
+                             password_file_digest(password), queue=host.agent_queue, countdown=valid_for_s)
         return ConsoleEndpoint(port=port, password=password)
 
     def port_now(self, desktop, *, protocol):

@@ -141,6 +141,8 @@ class Pool(models.Model):
                 raise ValidationError({"min_spares": "A farm starts sessions on demand; it keeps no spares."})
             if not re.fullmatch(r"\d{3,4}x\d{3,4}", self.session_geometry or ""):
                 raise ValidationError({"session_geometry": "Write the screen size as WIDTHxHEIGHT, e.g. 1280x800."})
+            if self.protocol != self.Protocol.VNC or self.console_protocol_switch:
+                raise ValidationError({"protocol": "A farm's sessions have a VNC console only."})
             if self.max_concurrent_logons_per_host < 1 or self.max_sessions_per_host < 1:
                 raise ValidationError("A farm needs room for at least one session (and one logon) per host.")
         elif self.image_id is None:

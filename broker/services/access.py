@@ -37,6 +37,12 @@ def revoke_lost_access(*, user) -> list[Desktop]:
             code=CloseCode.NOT_ENTITLED,
             reason="Your access to this desktop was withdrawn.",
         )
+        if desktop.pool.is_farm:
+            # A shared session keeps nothing worth a grace period (files stay in the home).
+            from .farm_sessions import log_off_session
+
+            log_off_session(session=desktop, reason=f"{user.get_username()} lost access to {desktop.pool}")
+            continue
         if desktop.delete_after is None:
             delete_after = now + desktop.pool.revoked_desktop_grace
             Desktop.objects.filter(pk=desktop.pk, delete_after__isnull=True).update(delete_after=delete_after)

@@ -27,6 +27,11 @@ MAX_PROVISIONING_ATTEMPTS = 3
 def check_host(*, host_id: int) -> Host:
     """Ask the host for its size; mark it online or offline (with an event on each change)."""
     host = Host.objects.get(pk=host_id)
+    if host.is_session_host:
+        # No libvirt there: its agent reports (broker/session_agent.py); ask it for a report now.
+        enqueue_after_commit("broker.session_tasks.report_session_host_task", host.pk, queue=host.agent_queue,
+                             expires=settings.VDI_SESSION_HOST_REPORT_SECONDS)
+        return host
     now = timezone.now()
     try:
         capacity = driver_for_host(host).host_capacity()

@@ -13,6 +13,7 @@ from broker.sessionhost.sessions import (
     HostLoad,
     SessionInfo,
     end_session,
+    expire_session_password,
     host_load,
     list_sessions,
     session_pss_mib,
@@ -23,6 +24,7 @@ from broker.sessionhost.vncpasswd import write_vnc_password_file
 
 __all__ = [
     "Account", "HostLoad", "SessionHostError", "SessionInfo", "account_name", "end_session", "ensure_account",
+    "expire_session_password",
     "host_load", "list_sessions", "remove_account", "session_pss_mib", "set_session_password", "start_session",
     "write_vnc_password_file",
 ]

@@ -145,6 +145,28 @@ def start_session(*, session_name: str, account: Account, kind: str, command: li
         return _info(record)
 
 
+def expire_session_password(*, session_name: str, digest: str, state_dir: str = DEFAULT_STATE_DIR) -> bool:
+    """Replace the session's password with a random one nobody knows, if the file still holds
+    the password whose password_file_digest() is `digest` (a newer ticket's is left alone).
+    Consoles already open stay. True if it was replaced."""
+    import hashlib
+
+    record = records.read_record(state_dir, session_name)
+    if record is None:
+        return False
+    path = os.path.join(records.private_dir(state_dir, session_name), "vncpasswd")
+    with records.account_lock(state_dir, record.account):
+        try:
+            with open(path, "rb") as stream:
+                current = hashlib.sha256(stream.read()).hexdigest()
+        except FileNotFoundError:
+            return False
+        if current != digest:
+            return False
+        write_vnc_password_file(path, secrets.token_urlsafe(8)[:8], uid=record.uid, gid=record.gid)
+        return True
+
+
 def set_session_password(*, session_name: str, password: str, state_dir: str = DEFAULT_STATE_DIR) -> None:
     """The VNC password for the next console; consoles already connected stay connected."""
     record = records.read_record(state_dir, session_name)

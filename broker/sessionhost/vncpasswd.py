@@ -33,6 +33,14 @@ def obfuscate_vnc_password(password: str) -> bytes:
     return encryptor.update(plain) + encryptor.finalize()
 
 
+def password_file_digest(password: str) -> str:
+    """What identifies a password file's content without holding the password: the broker
+    sends this (not the password) when it asks for a ticket's password to be expired."""
+    import hashlib
+
+    return hashlib.sha256(obfuscate_vnc_password(password)).hexdigest()
+
+
 def write_vnc_password_file(path: str, password: str, *, uid: int, gid: int) -> None:
     """Replace the file at `path` atomically (mode 0600, owned by uid:gid).
 

@@ -177,3 +177,11 @@ def test_a_farm_session_left_idle_is_warned_then_logged_off(live_stack, agent, f
     assert enforce_disconnect_timeouts() == 1
     wait_for_state(session, S.DELETED, timeout=30)
     assert processes_of(account_of(ivan).pw_uid) == []
+
+
+def test_losing_the_entitlement_logs_the_session_off(live_stack, agent, farm, farm_users, employees_group):
+    (kim,) = farm_users("kim")
+    session = wait_for_state(launch_desktop(user=kim, pool=farm), S.RUNNING, timeout=60)
+    kim.groups.remove(employees_group)
+    wait_for_state(session, S.DELETED, timeout=30)
+    assert processes_of(account_of(kim).pw_uid) == []

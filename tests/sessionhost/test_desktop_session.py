@@ -129,3 +129,19 @@ def test_an_idle_desktop_costs_what_the_field_notes_say(alice, alice_desktop, st
 
     write_measurement("sessionhost: PSS of one idle desktop session (MiB)", round(pss, 1))
     assert 20 < pss < 400
+
+
+def test_a_tickets_password_expires_unless_a_newer_one_replaced_it(alice_desktop, state_dir):
+    from broker.sessionhost import expire_session_password, set_session_password
+    from broker.sessionhost.vncpasswd import password_file_digest
+
+    set_session_password(session_name="alice-desk", password="ticket-1", state_dir=state_dir)
+    set_session_password(session_name="alice-desk", password="ticket-2", state_dir=state_dir)
+    # The first ticket's expiry comes after the second ticket: the second's password stays.
+    assert not expire_session_password(session_name="alice-desk", digest=password_file_digest("ticket-1"),
+                                       state_dir=state_dir)
+    vnc_login(alice_desktop.port, "ticket-2")[0].close()
+    assert expire_session_password(session_name="alice-desk", digest=password_file_digest("ticket-2"),
+                                   state_dir=state_dir)
+    with pytest.raises(LoginRefused):
+        vnc_login(alice_desktop.port, "ticket-2")
