@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from broker.models import Desktop, DesktopState
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.measurements import write_measurement
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
@@ -19,9 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(tr
 # blocking calls between browser steps, which is safe.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Share of canvas pixels that differ from black: the VGA text console of the guest.
 CANVAS_INK = """() => {

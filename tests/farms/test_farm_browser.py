@@ -11,15 +11,13 @@ import pytest
 from django.conf import settings
 
 from broker.models import Desktop, DesktopState
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.measurements import write_measurement
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.sessions, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CANVAS_DIGEST = """() => {
   const canvas = document.querySelector('#screen canvas');
   if (!canvas || !canvas.width) return null;
