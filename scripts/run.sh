@@ -19,6 +19,7 @@ else
 fi
 "$ROOT/scripts/build-golden-image.sh" "$DEMO_IMAGE"
 
+use_private_var  # the database, logs and passwords below are for root's eyes only (lib.sh)
 say "migrating the database"
 "$PY" manage.py migrate --noinput -v 0
 say "creating the demo (host, golden image, pool, users)"
