@@ -11,6 +11,11 @@ Any other uvicorn option may follow (--proxy-headers, --ssl-keyfile, ...). Added
   SPICE have their own encodings; deflate costs CPU and latency on every frame).
 - `--no-access-log`: the console URL carries the ticket (and logs are scrubbed anyway).
 - DATABASE_POOL_MAX_SIZE=10 unless set: on PostgreSQL, a pool of connections per process.
+- What one connection may cost (LIMIT_OPTIONS): a request head must arrive within 10 s
+  (config/uvicorn_http.py; uvicorn alone waits for ever) and fit in 16 KiB; idle keep-alive
+  connections close after 5 s; a websocket message from a browser is at most 1 MiB (consoles
+  send keystrokes and mouse moves); a websocket that does not answer pings for 20 s is closed;
+  at most VDI_MAX_CONNECTIONS (4096) connections at once, then HTTP answers 503.
 
 make run (scripts/run.sh), the tests' live stack and bench/console_proxy.py all start it so.
 """
@@ -26,6 +31,16 @@ CONSOLE_OPTIONS = [
     "--no-access-log",
 ]
 
+LIMIT_OPTIONS = [
+    "--http", "config.uvicorn_http:H11ProtocolWithHeadTimeout",
+    "--h11-max-incomplete-event-size", "16384",
+    "--timeout-keep-alive", "5",
+    "--ws-max-size", str(1024 * 1024),
+    "--ws-ping-interval", "20",
+    "--ws-ping-timeout", "20",
+    "--limit-concurrency", os.environ.get("VDI_MAX_CONNECTIONS", "4096"),
+]
+
 
 def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
     """The command line that serves `app` as this module does, for a subprocess."""
@@ -35,4 +50,4 @@ def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
 if __name__ == "__main__":
     # One process, no fork after Django starts: it may pool its PostgreSQL connections.
     os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "10")
-    main(sys.argv[1:] + CONSOLE_OPTIONS, prog_name="uvicorn")
+    main(sys.argv[1:] + CONSOLE_OPTIONS + LIMIT_OPTIONS, prog_name="uvicorn")

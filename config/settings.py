@@ -118,6 +118,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         make_private_sqlite_file(Path(DATABASES["default"]["NAME"]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Forms only, never uploads: larger bodies are refused before Django reads them
+# (config/request_limits.py), so a client cannot make the portal spool gigabytes to disk.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("VDI_MAX_REQUEST_BODY_BYTES", str(1024 * 1024)))
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
