@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
 from config.request_limits import limit_request_bodies  # noqa: E402
+from config.unrouted import any_other_websocket  # noqa: E402
 
 # Origin and login are checked inside the gateway (a plain ASGI app, broker/console/gateway.py),
 # before the websocket is accepted (HTTP 403 without a login: broker/console/handshake.py);
@@ -26,6 +27,6 @@ from config.request_limits import limit_request_bodies  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": limit_request_bodies(django_asgi_app),
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter([*websocket_urlpatterns, any_other_websocket]),
     }
 )

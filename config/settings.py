@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .private_files import make_private_dir, make_private_sqlite_file, write_private_file
 from .redis_urls import celery_broker_url
+from .security_headers import add_static_file_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VDI_VAR_DIR", BASE_DIR / "var"))
@@ -68,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security_headers.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -152,11 +154,14 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-# noVNC and spice-html5 come from npm (`make setup`), served as plain ES modules.
+# noVNC and spice-html5 come from npm (`make setup`), served as plain ES modules: only the
+# directories the console page imports (static/portal/console.js), not the packages' demo
+# pages (spice_auto.html would be a console client of its own on the portal's origin).
 STATICFILES_DIRS = [
     BASE_DIR / "static",
-    ("vendor/novnc", BASE_DIR / "node_modules/@novnc/novnc"),
-    ("vendor/spice-html5", BASE_DIR / "node_modules/@spice-project/spice-html5"),
+    ("vendor/novnc/core", BASE_DIR / "node_modules/@novnc/novnc/core"),
+    ("vendor/novnc/vendor", BASE_DIR / "node_modules/@novnc/novnc/vendor"),
+    ("vendor/spice-html5/src", BASE_DIR / "node_modules/@spice-project/spice-html5/src"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -166,6 +171,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_ADD_HEADERS_FUNCTION = add_static_file_headers  # not framed either (security_headers.py)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The channel layer carries control messages only ("close this console"), never console bytes.
@@ -222,6 +228,8 @@ if LDAP_ENABLED:  # noqa: F405
 # --- broker knobs --------------------------------------------------------------------------
 # How long a console ticket may wait between issue and use.
 VDI_CONSOLE_TICKET_TTL_SECONDS = int(os.environ.get("VDI_CONSOLE_TICKET_TTL_SECONDS", "30"))
+# Console tickets a user may ask for per minute (each sets a desktop's password through libvirt).
+VDI_CONSOLE_TICKETS_PER_MINUTE = int(os.environ.get("VDI_CONSOLE_TICKETS_PER_MINUTE", "20"))
 # Origins allowed to open console websockets besides the portal's own origin.
 VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
 # How long a dedicated desktop is kept after its user lost the entitlement (a pool may override).
