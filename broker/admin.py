@@ -37,7 +37,8 @@ class HostAdmin(admin.ModelAdmin):
                 f"-n {obj.agent_queue}@%h   (as root, with the portal's DATABASE_URL and REDIS_URL)")
     actions = ["drain", "end_maintenance", "check_now"]
 
-    @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)")
+    @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)",
+                  permissions=["change"])
     def drain(self, request, queryset):
         from .services.hosts import set_host_maintenance
 
@@ -45,7 +46,7 @@ class HostAdmin(admin.ModelAdmin):
             set_host_maintenance(host=host, in_maintenance=True, actor=request.user)
         self.message_user(request, "New desktops go to other hosts now; desktops already here keep running.")
 
-    @admin.action(description="End maintenance (accept new desktops again)")
+    @admin.action(description="End maintenance (accept new desktops again)", permissions=["change"])
     def end_maintenance(self, request, queryset):
         from .services.hosts import set_host_maintenance
 
@@ -53,7 +54,7 @@ class HostAdmin(admin.ModelAdmin):
             set_host_maintenance(host=host, in_maintenance=False, actor=request.user)
         self.message_user(request, "The hosts accept new desktops again.")
 
-    @admin.action(description="Check now (is it answering, how big is it)")
+    @admin.action(description="Check now (is it answering, how big is it)", permissions=["change"])
     def check_now(self, request, queryset):
         from .services.hosts import check_host
 
@@ -243,7 +244,7 @@ class PoolAdmin(admin.ModelAdmin):
         rows = format_html_join(", ", "{}: {}", ((state, n) for state, n in by_state))
         return rows or "no desktops yet"
 
-    @admin.action(description="Reconcile now (top up spares, roll over old spares)")
+    @admin.action(description="Reconcile now (top up spares, roll over old spares)", permissions=["change"])
     def reconcile_now(self, request, queryset):
         from .services.pools import reconcile_pool
 
@@ -251,7 +252,8 @@ class PoolAdmin(admin.ModelAdmin):
             done = reconcile_pool(pool_id=pool.pk)
             self.message_user(request, f"{pool}: {done}")
 
-    @admin.action(description="Recompose now: rebuild every desktop on the current image (user data kept)")
+    @admin.action(description="Recompose now: rebuild every desktop on the current image (user data kept)",
+                  permissions=["change"])
     def recompose_now(self, request, queryset):
         from .services.recompose import recompose_pool
 
@@ -356,7 +358,8 @@ class DesktopAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # the row is history; the action below removes domain and disk
 
-    @admin.action(description="Delete the selected desktops (power off, remove domain and disk)")
+    @admin.action(description="Delete the selected desktops (power off, remove domain and disk)",
+                  permissions=["change"])
     def delete_desktops_on_host(self, request, queryset):
         count = 0
         for desktop in queryset.exclude(state=DesktopState.DELETED):
@@ -368,7 +371,8 @@ class DesktopAdmin(admin.ModelAdmin):
         self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
 
 
-    @admin.action(description="Reset the selected desktops (floating: wipe and replace; dedicated: power off)")
+    @admin.action(description="Reset the selected desktops (floating: wipe and replace; dedicated: power off)",
+                  permissions=["change"])
     def reset_desktops(self, request, queryset):
         from .services.desktop_sessions import end_desktop_session
 

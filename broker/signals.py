@@ -1,6 +1,7 @@
 """Entitlement changes, wherever they come from, end the access they withdrew."""
 
 from django.contrib.auth import get_user_model, user_logged_out
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -45,3 +46,17 @@ def close_consoles_of_the_ended_login(sender, request, user, **kwargs):
             code=CloseCode.NOT_LOGGED_IN,
             reason="You logged out.",
         )
+
+
+@receiver(post_save, sender=User)
+def close_consoles_after_a_password_change(sender, instance, created, **kwargs):
+    # A new password ends every login of the user (Django's session auth hash): their consoles
+    # too. set_password() keeps the new password in _password until save() has finished.
+    if created or getattr(instance, "_password", None) is None:
+        return
+    user_id = instance.pk
+    transaction.on_commit(lambda: console_control.close_consoles(
+        group=console_control.user_group(user_id),
+        code=CloseCode.NOT_LOGGED_IN,
+        reason="Your password was changed. Log in again.",
+    ))

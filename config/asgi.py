@@ -17,14 +17,17 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns as console_websockets  # noqa: E402
+from config.request_limits import limit_request_bodies  # noqa: E402
+from config.unrouted import any_other_websocket  # noqa: E402
 from portal.routing import websocket_urlpatterns as launch_progress_websockets  # noqa: E402
 
 # Origin and login are checked inside the gateway (a plain ASGI app, broker/console/gateway.py),
-# after the websocket is accepted, so a refused page gets a close code and a reason it can show.
+# before the websocket is accepted (HTTP 403 without a login: broker/console/handshake.py);
+# other refusals open it and close it, so the page gets a close code and a reason it can show.
 # No session/auth middleware: the gateway loads the login with the ticket in one database trip.
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": URLRouter(console_websockets + launch_progress_websockets),
+        "http": limit_request_bodies(django_asgi_app),
+        "websocket": URLRouter([*console_websockets, *launch_progress_websockets, any_other_websocket]),
     }
 )

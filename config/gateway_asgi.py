@@ -27,6 +27,7 @@ django.setup()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
+from config.unrouted import any_other_websocket  # noqa: E402
 
 
 async def health_only(scope, receive, send):
@@ -42,6 +43,6 @@ async def health_only(scope, receive, send):
 application = ProtocolTypeRouter(
     {
         "http": health_only,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter([*websocket_urlpatterns, any_other_websocket]),
     }
 )

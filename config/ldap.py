@@ -76,6 +76,9 @@ def _throttle_settings(env: Mapping) -> dict:
         # An account's lockout does not apply where it logged in successfully this recently, so an
         # attacker elsewhere cannot keep its owner out by failing on purpose.
         "VDI_LOGIN_KNOWN_ADDRESS_DAYS": _number(env, "VDI_LOGIN_KNOWN_ADDRESS_DAYS", 30),
+        # ...but not for ever: this many failures of the account from one known address within the
+        # window (someone behind the owner's own NAT guessing) and its lockout applies there too.
+        "VDI_LOGIN_MAX_FAILURES_AT_KNOWN_ADDRESS": _number(env, "VDI_LOGIN_MAX_FAILURES_AT_KNOWN_ADDRESS", 10),
     }
 
 

@@ -3,7 +3,7 @@
     python -m config.serve config.asgi:application --host 127.0.0.1 --port 8000
     python -m config.serve config.gateway_asgi:application --host 0.0.0.0 --port 8443
 
-Any other uvicorn option may follow (--proxy-headers, --ssl-keyfile, ...). Added here:
+Any other uvicorn option may follow (--ssl-keyfile, ...). Added here:
 - `--ws broker.console.uvicorn_protocol:ConsoleWebSocketProtocol`: uvicorn's websockets-sansio
   protocol, whose send waits while the socket's write buffer is full (the console relay's
   backpressure; daphne has none), with a binary send path that copies no screen data.
@@ -11,6 +11,16 @@ Any other uvicorn option may follow (--proxy-headers, --ssl-keyfile, ...). Added
   SPICE have their own encodings; deflate costs CPU and latency on every frame).
 - `--no-access-log`: the console URL carries the ticket (and logs are scrubbed anyway).
 - DATABASE_POOL_MAX_SIZE=10 unless set: on PostgreSQL, a pool of connections per process.
+- What one connection may cost (LIMIT_OPTIONS): a request head must arrive within 10 s
+  (config/uvicorn_http.py; uvicorn alone waits for ever) and fit in 16 KiB; idle keep-alive
+  connections close after 5 s; a websocket message from a browser is at most 1 MiB (consoles
+  send keystrokes and mouse moves); a websocket that does not answer pings for 20 s is closed;
+  at most VDI_MAX_CONNECTIONS (4096) connections at once, then HTTP answers 503.
+
+- Proxy headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from the addresses in
+  VDI_FORWARDED_ALLOW_IPS (a reverse proxy's), and from nobody when it is unset. uvicorn alone
+  believes 127.0.0.1, where anyone on the host could then pick the address the login throttle
+  sees. Set it with the variable: options given here come after the command line's and win.
 
 make run (scripts/run.sh), the tests' live stack and bench/console_proxy.py all start it so.
 """
@@ -26,6 +36,23 @@ CONSOLE_OPTIONS = [
     "--no-access-log",
 ]
 
+LIMIT_OPTIONS = [
+    "--http", "config.uvicorn_http:H11ProtocolWithHeadTimeout",
+    "--h11-max-incomplete-event-size", "16384",
+    "--timeout-keep-alive", "5",
+    "--ws-max-size", str(1024 * 1024),
+    "--ws-ping-interval", "20",
+    "--ws-ping-timeout", "20",
+    "--limit-concurrency", os.environ.get("VDI_MAX_CONNECTIONS", "4096"),
+]
+
+
+def proxy_options() -> list[str]:
+    trusted = os.environ.get("VDI_FORWARDED_ALLOW_IPS", "").strip()
+    if not trusted:
+        return ["--no-proxy-headers", "--forwarded-allow-ips", ""]
+    return ["--proxy-headers", "--forwarded-allow-ips", trusted]
+
 
 def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
     """The command line that serves `app` as this module does, for a subprocess."""
@@ -35,4 +62,4 @@ def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
 if __name__ == "__main__":
     # One process, no fork after Django starts: it may pool its PostgreSQL connections.
     os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "10")
-    main(sys.argv[1:] + CONSOLE_OPTIONS, prog_name="uvicorn")
+    main(sys.argv[1:] + CONSOLE_OPTIONS + LIMIT_OPTIONS + proxy_options(), prog_name="uvicorn")

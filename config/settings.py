@@ -10,8 +10,13 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .private_files import make_private_dir, make_private_sqlite_file, write_private_file
+from .redis_urls import celery_broker_url
+from .security_headers import add_static_file_headers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VDI_VAR_DIR", BASE_DIR / "var"))
+make_private_dir(VAR_DIR)  # the database, the secret key, logs: see config/private_files.py
 
 
 def env_bool(name, default=False):
@@ -33,9 +38,7 @@ def load_secret_key():
     if not key_file.exists():
         import secrets
 
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+        write_private_file(key_file, secrets.token_urlsafe(50))
     return key_file.read_text().strip()
 
 
@@ -66,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security_headers.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -113,7 +117,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     # A file, not memory, so the test suite's uvicorn and Celery processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    if DATABASES["default"]["NAME"] not in ("", ":memory:") and Path(DATABASES["default"]["NAME"]).parent.is_dir():
+        make_private_sqlite_file(Path(DATABASES["default"]["NAME"]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Forms only, never uploads: larger bodies are refused before Django reads them
+# (config/request_limits.py), so a client cannot make the portal spool gigabytes to disk.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("VDI_MAX_REQUEST_BODY_BYTES", str(1024 * 1024)))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -144,11 +154,14 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-# noVNC and spice-html5 come from npm (`make setup`), served as plain ES modules.
+# noVNC and spice-html5 come from npm (`make setup`), served as plain ES modules: only the
+# directories the console page imports (static/portal/console.js), not the packages' demo
+# pages (spice_auto.html would be a console client of its own on the portal's origin).
 STATICFILES_DIRS = [
     BASE_DIR / "static",
-    ("vendor/novnc", BASE_DIR / "node_modules/@novnc/novnc"),
-    ("vendor/spice-html5", BASE_DIR / "node_modules/@spice-project/spice-html5"),
+    ("vendor/novnc/core", BASE_DIR / "node_modules/@novnc/novnc/core"),
+    ("vendor/novnc/vendor", BASE_DIR / "node_modules/@novnc/novnc/vendor"),
+    ("vendor/spice-html5/src", BASE_DIR / "node_modules/@spice-project/spice-html5/src"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -158,6 +171,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_ADD_HEADERS_FUNCTION = add_static_file_headers  # not framed either (security_headers.py)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The channel layer carries control messages only ("close this console"), never console bytes.
@@ -180,7 +194,7 @@ CHANNEL_LAYERS = {
         },
     }
 }
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", celery_broker_url(REDIS_URL))
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -224,6 +238,8 @@ if LDAP_ENABLED:  # noqa: F405
 # --- broker knobs --------------------------------------------------------------------------
 # How long a console ticket may wait between issue and use.
 VDI_CONSOLE_TICKET_TTL_SECONDS = int(os.environ.get("VDI_CONSOLE_TICKET_TTL_SECONDS", "30"))
+# Console tickets a user may ask for per minute (each sets a desktop's password through libvirt).
+VDI_CONSOLE_TICKETS_PER_MINUTE = int(os.environ.get("VDI_CONSOLE_TICKETS_PER_MINUTE", "20"))
 # Origins allowed to open console websockets besides the portal's own origin.
 VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
 # How long a dedicated desktop is kept after its user lost the entitlement (a pool may override).

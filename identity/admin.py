@@ -153,8 +153,13 @@ class DirectoryGroupAdmin(ReadOnlyAdmin):
     def entitled_pools(self, group):
         return group.pools
 
+    def has_preprovision_permission(self, request):
+        # Groups are read-only here; pre-provisioning adds desktops to pools, so it takes the
+        # permission that reconciling a pool takes.
+        return request.user.has_perm("broker.change_pool")
+
     @admin.action(description="Pre-provision a desktop for every member, in each dedicated pool the group "
-                              "is entitled to")
+                              "is entitled to", permissions=["preprovision"])
     def preprovision_desktops(self, request, queryset):
         for directory_group in queryset.select_related("group"):
             pools = list(dedicated_pools_of(directory_group.group))

@@ -14,6 +14,7 @@ from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session
 from broker.services.errors import LaunchRefused
 from broker.console.close_codes import ConsoleRefused
+from broker.console.ticket_rate import may_issue_console_ticket
 from broker.console.tickets import grant_console
 from identity.services import audit
 
@@ -93,6 +94,9 @@ def console_ticket(request, desktop_id):
     protocol = request.POST.get("protocol") or desktop.pool.protocol
     if protocol != desktop.pool.protocol and not desktop.pool.console_protocol_switch:
         return JsonResponse({"error": "This pool offers one console protocol only."}, status=403)
+    if not may_issue_console_ticket(user=request.user):
+        return JsonResponse({"error": "Too many console connections in the last minute; wait a minute and "
+                                      "try again."}, status=429)
     try:
         grant = grant_console(
             user=request.user,

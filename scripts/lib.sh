@@ -25,3 +25,17 @@ apt_ensure() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
     -o DPkg::Lock::Timeout=600 "${missing[@]}"
 }
+
+use_private_var() {
+  # var/ holds the database, the secret key, logs, pids and the demo's passwords: from here on
+  # this script and what it starts create files no other local user can read, and what an
+  # older run left readable is tightened (SQLite's -wal/-shm files take the database's mode).
+  local var="${VDI_VAR_DIR:-$ROOT/var}"
+  umask 077
+  mkdir -p "$var"
+  chmod 700 "$var"
+  find "$var" -maxdepth 1 \( -name '*.sqlite3*' -o -name secret_key -o -name demo-credentials \) \
+    -exec chmod 600 {} +
+  for dir in run log; do [ -d "$var/$dir" ] && chmod 700 "$var/$dir"; done
+  return 0
+}

@@ -12,13 +12,19 @@ LOG_DIR="$ROOT/var/log"
 mkdir -p "$RUN_DIR" "$LOG_DIR"
 
 "$ROOT/scripts/install-deps.sh"
-if [[ "${DATABASE_URL:-}" == postgres* ]]; then
-  "$ROOT/scripts/start-services.sh" --postgres
-else
-  "$ROOT/scripts/start-services.sh"
-fi
+services=()
+[[ "${DATABASE_URL:-}" == postgres* ]] && services+=(--postgres)
+# The demo's Redis is its own, on a unix socket with a password (below), unless one is given.
+[ -z "${REDIS_URL:-}${CELERY_BROKER_URL:-}" ] && services+=(--no-tcp-redis)
+"$ROOT/scripts/start-services.sh" "${services[@]}"
 "$ROOT/scripts/build-golden-image.sh" "$DEMO_IMAGE"
 
+use_private_var  # the database, logs and passwords below are for root's eyes only (lib.sh)
+if [ -z "${REDIS_URL:-}${CELERY_BROKER_URL:-}" ]; then
+  say "starting the demo's Redis (unix socket and password in var/run/redis/)"
+  REDIS_URL="$("$ROOT/scripts/start-private-redis.sh")"
+  export REDIS_URL
+fi
 say "migrating the database"
 "$PY" manage.py migrate --noinput -v 0
 say "creating the demo (host, golden image, pool, users)"

@@ -132,13 +132,13 @@ def test_it_refuses_a_foreign_origin(live_stack, fake_desktop, employee):
     cookie = session_cookie(employee)
     ticket = ticket_for(live_stack, employee, fake_desktop, cookie)
     assert refusal(live_stack, fake_desktop.pk, ticket, cookie=cookie, origin="http://evil.example") == (
-        4403, "This page's origin may not open consoles.")
+        403, "4403 This page's origin may not open consoles.")
 
 
 def test_it_refuses_a_connection_without_a_login_session(live_stack, fake_desktop, employee):
     ticket = ticket_for(live_stack, employee, fake_desktop, session_cookie(employee))
     assert refusal(live_stack, fake_desktop.pk, ticket, cookie=None) == (
-        4401, "Your login session has ended. Log in again.")
+        403, "4401 Your login session has ended. Log in again.")
 
 
 def test_it_refuses_a_user_who_lost_the_entitlement(live_stack, fake_desktop, employee):

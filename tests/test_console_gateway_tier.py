@@ -84,7 +84,7 @@ def test_the_tier_refuses_like_the_portal(live_stack, tier, desktop, employee, o
 
         asyncio.run(use())
         expected = refusal(tier.endpoint, desktop.pk, token, cookie=cookie)
-    codes = {"forged": 4404, "foreign origin": 4403, "no session": 4401, "other user": 4410, "replayed": 4409}
+    codes = {"forged": 4404, "foreign origin": 403, "no session": 403, "other user": 4410, "replayed": 4409}
     assert expected[0] == codes[case]
     assert echo_server.connections == (1 if case == "replayed" else 0)
 

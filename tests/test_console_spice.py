@@ -43,8 +43,10 @@ async def open_channel(stack, desktop, ticket, cookie, channel_type):
     from websockets.exceptions import ConnectionClosed
 
     ws = await open_console(stack, desktop.pk, ticket, cookie=cookie)
-    await ws.send(link_message(channel_type))
     try:
+        # A refused ticket may close the socket before the link message is sent: the gateway
+        # checks it before the websocket opens.
+        await ws.send(link_message(channel_type))
         echoed = await asyncio.wait_for(ws.recv(), 10)
     except ConnectionClosed as closed:
         return "closed", (closed.rcvd.code, closed.rcvd.reason), None

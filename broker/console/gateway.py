@@ -35,6 +35,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.http.cookie import parse_cookie
 from channels.layers import get_channel_layer
 
 from . import control as console_control
@@ -43,6 +44,7 @@ from . import sessions as console_sessions
 from .close_codes import CloseCode, ConsoleRefused
 from .targets import ConsoleTarget
 from .desktop_socket import DesktopChunks
+from .handshake import PongBudget, refuse_before_opening, refused_before_opening
 from .login import cookie_header, login_from_cookie_header, login_session_exists
 from .origin import is_allowed_origin, websocket_origin
 from .uvicorn_protocol import DIRECT_BINARY_SEND
@@ -105,27 +107,41 @@ class ConsoleConnection:
         self.groups_joined: list[str] = []
         self.last_input = self.opened = time.monotonic()
         self.counts_as_console = self.watches_input = True  # SPICE: only its main / inputs channel
+        self.accepted = False
+        self.pongs = PongBudget()
 
     # -- the connection's life -----------------------------------------------------------
     async def serve(self):
         if (await self.receive())["type"] != "websocket.connect":
             return
-        offered = self.scope.get("subprotocols") or []
-        await self.send({"type": "websocket.accept", "subprotocol": "binary" if "binary" in offered else None})
         try:
-            await self._open_and_relay()
+            # Admitted (Origin, login, ticket) before the websocket opens: a client without a
+            # login never gets an open websocket (handshake.py); other refusals open it to
+            # give the page their close code and reason.
+            admitted = await self._admit()
+            await self._accept()
+            await self._open_and_relay(*admitted)
         except ConsoleRefused as refused:
             log.info("console refused: desktop=%s user=%s code=%s reason=%s",
                      self.scope["url_route"]["kwargs"].get("desktop_id"),
                      self.target.user_id if self.target else None, refused.code, refused.reason)
+            if not self.accepted and refused_before_opening(refused):
+                await refuse_before_opening(self.scope, self.send, refused)
+                return
+            await self._accept()
             await self._close(refused.code, refused.reason)
         except BrowserGone:
             pass
         finally:
             await self._clean_up()
 
-    async def _open_and_relay(self):
-        target, limits = await self._admit()
+    async def _accept(self):
+        if not self.accepted:
+            self.accepted = True
+            offered = self.scope.get("subprotocols") or []
+            await self.send({"type": "websocket.accept", "subprotocol": "binary" if "binary" in offered else None})
+
+    async def _open_and_relay(self, target, limits):
         browser = rfb.BrowserBytes(self._browser_message)
         spice_link = b""
         if target.protocol == "spice":
@@ -168,6 +184,8 @@ class ConsoleConnection:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("ticket") or [""])[0]
         cookies, origin = cookie_header(self.scope), websocket_origin(self.scope)
+        if not parse_cookie(cookies).get(settings.SESSION_COOKIE_NAME):  # no trip to the database for it
+            raise ConsoleRefused(CloseCode.NOT_LOGGED_IN, "Your login session has ended. Log in again.")
         desktop_id = int(self.scope["url_route"]["kwargs"]["desktop_id"])
         client_address = (self.scope.get("client") or [None])[0]
 
@@ -250,7 +268,7 @@ class ConsoleConnection:
         """Text frames never reach the desktop (RFB and SPICE are binary). The page pings with
         them to show the round-trip time; the answer queues behind any screen data, so it
         measures what the user feels."""
-        if text.startswith("vdi-ping ") and len(text) < 64:
+        if text.startswith("vdi-ping ") and len(text) < 64 and self.pongs.may_answer():
             await self.send({"type": "websocket.send", "text": "vdi-pong " + text[9:]})
 
     async def _send_bytes(self, data: bytes):

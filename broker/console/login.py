@@ -40,3 +40,9 @@ def login_from_cookie_header(header: str | None):
 
 def login_session_exists(session_key: str) -> bool:
     return import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key)
+
+
+def user_of_login_session(session_key: str):
+    """The user a login session still logs in, checked as Django checks a page's (the session
+    auth hash: a changed password ends the login); AnonymousUser otherwise."""
+    return get_user(_SessionRequest(import_module(settings.SESSION_ENGINE).SessionStore(session_key)))

@@ -29,6 +29,7 @@ from ..hypervisor.xml import VNC_PASSWORD_MAX
 from ..models import ConsoleTicket, Desktop, DesktopState
 from . import spice
 from .close_codes import CloseCode, ConsoleRefused
+from .login import user_of_login_session
 from .targets import ConsoleTarget, console_kind_for
 
 TOKEN_BYTES = 32
@@ -235,6 +236,8 @@ def console_still_allowed(*, user_id: int, desktop_id: int, session_key: str) ->
 
     if not import_module(settings.SESSION_ENGINE).SessionStore().exists(session_key):
         return ConsoleRefused(CloseCode.NOT_LOGGED_IN, "You logged out.")
+    if user_of_login_session(session_key).pk != user_id:  # e.g. the password changed since the login
+        return ConsoleRefused(CloseCode.NOT_LOGGED_IN, "Your login session has ended. Log in again.")
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     desktop = Desktop.objects.select_related("pool").filter(pk=desktop_id).first()
     if user is None or desktop is None or desktop.user_id != user_id or not selectors.is_entitled(

@@ -47,6 +47,24 @@ class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
         return (self.handshake_complete and not self.disconnected and not self.close_sent
                 and self.initial_response is None and self.conn.state is State.OPEN and not self.conn.extensions)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated and not self.transport.is_closing():
+            # websockets refused the request itself (a URL over 8 KiB: 414; a bad header: 400)
+            # and uvicorn never learns of it: send websockets' answer and close, instead of
+            # holding the socket open for a request that will never come.
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+    def handle_ping(self) -> None:
+        # websockets queued a pong for every ping. A client that floods pings and never reads
+        # would grow the socket's write buffer without bound (tens of MB a second): while the
+        # buffer is past its high-water mark, pongs are dropped (RFC 6455 5.5.3 lets an
+        # endpoint answer only the latest of several pings; the next one is answered).
+        if self.writable.is_set():
+            return super().handle_ping()
+        self.conn.data_to_send()
+
     def handle_connect(self, event) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:

@@ -3,6 +3,9 @@
 Kept in the database so every portal process sees the same counts. A lockout is short (never
 for good), an account's lockout does not apply at addresses where the account logged in
 recently (so an attacker elsewhere cannot keep its owner out), and an admin can clear any.
+That exemption is bounded: once an account has failed VDI_LOGIN_MAX_FAILURES_AT_KNOWN_ADDRESS
+times within the window from one of its known addresses (someone behind the owner's own NAT or
+proxy guessing), its lockout applies there too.
 """
 
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ class ThrottlePolicy:
     window: timedelta
     lockout: timedelta
     known_address_for: timedelta
+    max_failures_at_known_address: int
 
     @classmethod
     def from_settings(cls) -> "ThrottlePolicy":
@@ -34,6 +38,7 @@ class ThrottlePolicy:
             window=timedelta(seconds=settings.VDI_LOGIN_FAILURE_WINDOW_SECONDS),
             lockout=timedelta(seconds=settings.VDI_LOGIN_LOCKOUT_SECONDS),
             known_address_for=timedelta(days=settings.VDI_LOGIN_KNOWN_ADDRESS_DAYS),
+            max_failures_at_known_address=settings.VDI_LOGIN_MAX_FAILURES_AT_KNOWN_ADDRESS,
         )
 
 
@@ -53,7 +58,8 @@ def active_lockout(*, username: str, address: str | None) -> LoginLockout | None
         "-locked_until"
     )
     for lockout in candidates:
-        if lockout.scope == Scope.ACCOUNT and address and _is_known_address(key, address, now):
+        if (lockout.scope == Scope.ACCOUNT and address and _is_known_address(key, address, now)
+                and not _guessed_at_known_address(key, address, now)):
             continue
         return lockout
     return None
@@ -62,6 +68,13 @@ def active_lockout(*, username: str, address: str | None) -> LoginLockout | None
 def _is_known_address(key: str, address: str, now) -> bool:
     horizon = now - ThrottlePolicy.from_settings().known_address_for
     return KnownLoginAddress.objects.filter(username=key, client_address=address, last_success_at__gte=horizon).exists()
+
+
+def _guessed_at_known_address(key: str, address: str, now) -> bool:
+    """Too many failures of this account from this known address, within the window."""
+    policy = ThrottlePolicy.from_settings()
+    failures = LoginFailure.objects.filter(username=key, client_address=address, created_at__gt=now - policy.window)
+    return failures.count() >= policy.max_failures_at_known_address
 
 
 def record_failed_login(*, username: str, address: str | None) -> list[LoginLockout]:

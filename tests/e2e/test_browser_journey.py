@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from broker.models import Desktop, DesktopState
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_for_page
 from tests.support.measurements import write_measurement
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
@@ -90,9 +90,9 @@ def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack
     page.wait_for_selector("#steps li.step")  # the live progress list
     assert page.locator("#steps li").count() == 4
 
-    page.wait_for_function("window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=120_000)
+    wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=120_000)
     connected = time.monotonic() - launched
-    page.wait_for_function(f"({CANVAS_INK})() > 0.001", timeout=60_000)
+    wait_for_page(page, f"({CANVAS_INK})() > 0.001", timeout=60_000)
     first_frame = time.monotonic() - launched
     desktop = Desktop.objects.get(pk=desktop_id)
     assert desktop.user == employee and desktop.state == DesktopState.RUNNING
@@ -121,8 +121,8 @@ def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack
     reconnect_started = time.monotonic()
     button.click()
     page.wait_for_url(re.compile(rf"/desktops/{desktop_id}/$"))
-    page.wait_for_function("window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=30_000)
-    page.wait_for_function(f"({CANVAS_INK})() > 0.003", timeout=30_000)
+    wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=30_000)
+    wait_for_page(page, f"({CANVAS_INK})() > 0.003", timeout=30_000)
     reconnected = time.monotonic() - reconnect_started
     assert Desktop.objects.filter(user=employee).count() == 1
 

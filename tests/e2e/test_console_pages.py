@@ -12,6 +12,7 @@ from broker.models import Pool
 from broker.console import control as console_control
 from tests.e2e.test_browser_journey import CANVAS_INK, browser, type_like_a_person, wait_for_file_text  # noqa: F401
 from tests.test_console_passwords import live_password
+from tests.support.browser import wait_for_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -51,7 +52,7 @@ class Recorder:
 
 
 def wait_connected(page, timeout=60_000):
-    page.wait_for_function("window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=timeout)
+    wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=timeout)
 
 
 def test_a_vnc_console_page_never_sees_the_password_and_has_the_tools_users_expect(
@@ -64,7 +65,7 @@ def test_a_vnc_console_page_never_sees_the_password_and_has_the_tools_users_expe
     log_in(page, live_stack)
     page.goto(f"{live_stack.base_url}/desktops/{running_desktop.pk}/")
     wait_connected(page)
-    page.wait_for_function(f"({CANVAS_INK})() > 0.001", timeout=30_000)
+    wait_for_page(page, f"({CANVAS_INK})() > 0.001", timeout=30_000)
 
     # The one-time password QEMU now requires is nowhere in what the page got or sent.
     password = live_password(running_desktop.name, "vnc")
@@ -74,7 +75,7 @@ def test_a_vnc_console_page_never_sees_the_password_and_has_the_tools_users_expe
     assert recorder.frames, "the recorder saw no websocket traffic"
 
     # Round-trip time in the toolbar.
-    page.wait_for_function("/RTT [0-9.]+ ms/.test(document.getElementById('console-rtt').textContent)",
+    wait_for_page(page, "/RTT [0-9.]+ ms/.test(document.getElementById('console-rtt').textContent)",
                            timeout=10_000)
 
     # Paste: the clipboard's text is typed into the guest's shell.
@@ -88,14 +89,14 @@ def test_a_vnc_console_page_never_sees_the_password_and_has_the_tools_users_expe
     # A dropped connection comes back on its own, and says so while it does.
     console_control.close_consoles(group=console_control.desktop_group(running_desktop.pk), code=1012,
                                    reason="The console gateway restarted.")
-    page.wait_for_function("document.getElementById('console-status').textContent.includes('Reconnecting')",
+    wait_for_page(page, "document.getElementById('console-status').textContent.includes('Reconnecting')",
                            timeout=10_000)
     wait_connected(page, timeout=30_000)
     assert page.evaluate("window.vdiConsole.reconnects") == 1
     assert not recorder.contains(live_password(running_desktop.name, "vnc"))
 
     # A close by the gateway (here: idle) is shown with its reason, and not retried.
-    page.wait_for_function("window.vdiConsole.phase === 'disconnected'", timeout=40_000)
+    wait_for_page(page, "window.vdiConsole.phase === 'disconnected'", timeout=40_000)
     status = page.locator("#console-status").inner_text()
     assert "without input" in status and "4431" in status
     assert page.locator("#btn-reconnect").is_visible()
@@ -113,9 +114,9 @@ def test_a_spice_console_in_chromium_on_a_real_vm(live_stack, browser, running_d
     assert page.evaluate("window.vdiConsole.protocol") == "vnc"
 
     page.click("#btn-protocol")
-    page.wait_for_function("window.vdiConsole.protocol === 'spice' && window.vdiConsole.phase === 'connected'",
+    wait_for_page(page, "window.vdiConsole.protocol === 'spice' && window.vdiConsole.phase === 'connected'",
                            timeout=60_000)
-    page.wait_for_function(f"({CANVAS_INK})() > 0.001", timeout=60_000)
+    wait_for_page(page, f"({CANVAS_INK})() > 0.001", timeout=60_000)
     assert page.locator("#btn-protocol").inner_text() == "Switch to VNC"
     spice_url = [url for url in sockets][-1]
     assert len([url for url in sockets if url == spice_url]) >= 4  # main, display, inputs, cursor
@@ -127,7 +128,7 @@ def test_a_spice_console_in_chromium_on_a_real_vm(live_stack, browser, running_d
     type_like_a_person(page, f"echo {marker} > /dev/ttyS0")
     page.keyboard.press("Enter")
     wait_for_file_text(serial_log, marker, timeout=30)
-    page.wait_for_function("/RTT [0-9.]+ ms/.test(document.getElementById('console-rtt').textContent)",
+    wait_for_page(page, "/RTT [0-9.]+ ms/.test(document.getElementById('console-rtt').textContent)",
                            timeout=10_000)
     assert re.match(r"Connected \(SPICE\)", page.locator("#console-status").inner_text())
     assert Pool.objects.get(pk=pool.pk).protocol == "vnc"

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from broker.models import Desktop, DesktopState
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_for_page
 from tests.support.measurements import write_measurement
 from tests.support.waiting import wait_until
 
@@ -70,8 +70,8 @@ def test_two_employees_use_their_own_sessions_side_by_side(live_stack, agent, fa
     started = time.monotonic()
     ids = {user: launch(page, "Terminal") for user, page in pages.items()}
     for page in pages.values():
-        page.wait_for_function("window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=60_000)
-        page.wait_for_function(f"(({CANVAS_DIGEST})() || {{lit: 0}}).lit > 0.01", timeout=30_000)
+        wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=60_000)
+        wait_for_page(page, f"(({CANVAS_DIGEST})() || {{lit: 0}}).lit > 0.01", timeout=30_000)
     write_measurement("farm e2e: two concurrent launches to both consoles showing (s)",
                       round(time.monotonic() - started, 2))
     sessions = {user: Desktop.objects.get(pk=pk) for user, pk in ids.items()}
@@ -103,7 +103,7 @@ def test_two_employees_use_their_own_sessions_side_by_side(live_stack, agent, fa
     page.goto(f"{live_stack.base_url}/")
     started = time.monotonic()
     launch(page, "Terminal")
-    page.wait_for_function("window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=30_000)
+    wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=30_000)
     write_measurement("farm e2e: reconnect click to console connected (s)", round(time.monotonic() - started, 2))
     assert page.url.rstrip("/").endswith(str(ids[alice]))
     assert Desktop.objects.get(pk=ids[alice]).state == DesktopState.RUNNING

@@ -5,7 +5,7 @@ import asyncio
 from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 def session_cookie(user) -> str:
@@ -30,10 +30,14 @@ async def open_console(stack, desktop_id, ticket, *, cookie=None, origin="own", 
 
 
 def refusal(stack, desktop_id, ticket, **kwargs) -> tuple[int, str]:
-    """Open the console and return the close code and reason the gateway answers with."""
+    """Open the console and return the close code and reason the gateway answers with; or,
+    where it refuses to open the websocket at all, (HTTP status, "<close code> <reason>")."""
 
     async def attempt():
-        ws = await open_console(stack, desktop_id, ticket, **kwargs)
+        try:
+            ws = await open_console(stack, desktop_id, ticket, **kwargs)
+        except InvalidStatus as refused:
+            return refused.response.status_code, refused.response.body.decode()
         try:
             data = await asyncio.wait_for(ws.recv(), 10)
         except ConnectionClosed as closed:
