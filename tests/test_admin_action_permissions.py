@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from broker.models import Desktop, DesktopState
 from identity.models import DirectoryGroup
+from tests.support.tasks import tasks_among
 
 ACTIONS = [
     ("broker_host", "drain"),
@@ -16,6 +17,8 @@ ACTIONS = [
     ("broker_pool", "recompose_now"),
     ("broker_desktop", "delete_desktops_on_host"),
     ("broker_desktop", "reset_desktops"),
+    ("broker_desktop", "log_off_sessions"),
+    ("broker_desktop", "send_message"),
     ("identity_directorygroup", "preprovision_desktops"),
 ]
 
@@ -74,7 +77,7 @@ def test_a_staff_user_who_may_only_view_cannot_run_an_action(viewer, things, mod
         viewer.post(reverse(f"admin:{model}_changelist"), {"action": action, "_selected_action": [things[model].pk]})
 
     assert snapshot(host, desktop) == before
-    assert tasks == []
+    assert tasks_among(tasks) == []
 
 
 def test_a_staff_user_who_may_change_is_offered_every_action(operator, things):
@@ -94,4 +97,4 @@ def test_a_staff_user_who_may_change_runs_them(operator, things, django_capture_
     host.refresh_from_db()
     desktop.refresh_from_db()
     assert host.in_maintenance
-    assert desktop.state == DesktopState.DELETING and len(tasks) == 1
+    assert desktop.state == DesktopState.DELETING and len(tasks_among(tasks)) == 1

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from broker.models import ConsoleTicket, Desktop, DesktopState, Entitlement, Pool
+from tests.support.tasks import tasks_among
 
 S = DesktopState
 
@@ -53,11 +54,6 @@ def test_my_desktops_lists_pools_entitled_directly_or_by_group_and_no_others(log
 def test_a_disabled_pool_is_not_offered(logged_in, pool):
     Pool.objects.filter(pk=pool.pk).update(is_enabled=False)
     assert "Office desktop" not in logged_in.get(reverse("portal:home")).content.decode()
-
-
-def tasks_among(callbacks):
-    """The on-commit callbacks that send a Celery task (others announce progress to the page)."""
-    return [c for c in callbacks if c.__qualname__.startswith("enqueue_after_commit")]
 
 
 def test_launch_creates_one_desktop_and_queues_its_provisioning(logged_in, employee, pool,
