@@ -250,7 +250,7 @@ def _wait_for_window_manager(record: SessionRecord, private: str) -> None:
             continue
         if "window id #" in result.stdout:
             return
-        time.sleep(0.05)
+        time.sleep(0.01)  # a logon waits on this: poll often (xprop costs about 5 ms)
     raise SessionHostError(f"the window manager of session {record.session_name} did not start within "
                            f"{WINDOW_MANAGER_TIMEOUT_S} s; its log:\n{log_tail(os.path.join(private, 'session.log'))}")
 
