@@ -15,7 +15,7 @@ from .models import (
     Pool,
     PublishedApp,
 )
-from .enqueue import enqueue_after_commit
+from .enqueue import enqueue_for_host
 from .models.desktops import LIVE_STATES
 
 
@@ -366,7 +366,7 @@ class DesktopAdmin(admin.ModelAdmin):
             if desktop.state == DesktopState.DELETING or desktop.transition(
                 DesktopState.DELETING, message="deletion requested by admin", actor=request.user
             ):
-                enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
+                enqueue_for_host("broker.tasks.delete_desktop_task", desktop.pk, host=desktop.host)
                 count += 1
         self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
 

@@ -31,6 +31,12 @@ def enqueue_after_commit(task_name: str, *args, queue: str | None = None, countd
     transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs, **options))
 
 
+def enqueue_for_host(task_name: str, *args, host, **kwargs) -> None:
+    """A task that touches `host` (its desktops, its libvirt): to the host's own agent where it
+    has one, else to the central workers."""
+    enqueue_after_commit(task_name, *args, queue=host.task_queue, **kwargs)
+
+
 class NoAnswer(Exception):
     """The worker that should answer (a session host's agent) did not, in time."""
 

@@ -59,8 +59,8 @@ def delete_desktops_past_their_hold_task():
     """Delete desktops whose user lost access longer ago than the pool's grace."""
     from .services.access import desktops_past_their_hold
 
-    for desktop_id in desktops_past_their_hold().values_list("pk", flat=True):
-        delete_desktop_task.delay(desktop_id)
+    for desktop in desktops_past_their_hold().select_related("host"):
+        delete_desktop_task.apply_async(args=[desktop.pk], queue=desktop.host.task_queue if desktop.host else None)
 
 
 @shared_task
@@ -69,8 +69,8 @@ def reconcile_everything_task():
     from .models import Host, Pool
 
     # Session hosts report through their agents (broker.session_tasks.check_session_hosts_task).
-    for host_id in Host.objects.filter(is_enabled=True, kind=Host.Kind.HYPERVISOR).values_list("pk", flat=True):
-        reconcile_host_task.delay(host_id)
+    for host in Host.objects.filter(is_enabled=True, kind=Host.Kind.HYPERVISOR):
+        reconcile_host_task.apply_async(args=[host.pk], queue=host.task_queue)
     for pool_id in Pool.objects.values_list("pk", flat=True):
         reconcile_pool_task.delay(pool_id)
     enforce_disconnect_timeouts_task.delay()
@@ -100,6 +100,23 @@ def enforce_disconnect_timeouts_task():
     from .services.desktop_sessions import enforce_disconnect_timeouts
 
     enforce_disconnect_timeouts()
+
+
+@shared_task(ignore_result=False)
+def set_vm_console_password_task(desktop_id: int, protocol: str, password: str, valid_for_s: int):
+    """Run by a host's own agent for the portal, which waits: (vnc port, spice port, listen), or None
+    if the host's libvirt did not answer."""
+    from .console.targets import set_vm_console_password
+    from .models import Desktop
+
+    desktop = Desktop.objects.select_related("host").filter(pk=desktop_id).first()
+    if desktop is None:
+        return None
+    try:
+        ports = set_vm_console_password(desktop, protocol=protocol, password=password, valid_for_s=valid_for_s)
+    except HypervisorError:
+        return None
+    return [ports.vnc, ports.spice, ports.listen]
 
 
 @shared_task

@@ -69,15 +69,19 @@ class ConsoleTargetKind(ABC):
 
 class VmConsole(ConsoleTargetKind):
     def prepare(self, desktop, *, protocol, password, valid_for_s):
-        driver = driver_for_host(desktop.host)
-        try:
-            ports = driver.graphics_ports(desktop.name)
-            port = ports.vnc if protocol == "vnc" else ports.spice
-            if not port:
-                raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
-            driver.set_console_password(desktop.name, protocol=protocol, password=password, valid_for_s=valid_for_s)
-        except HypervisorError as exc:
-            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
+        if desktop.host.has_own_agent:
+            ports = self._prepare_through_agent(desktop, protocol=protocol, password=password,
+                                                valid_for_s=valid_for_s)
+        else:
+            try:
+                ports = set_vm_console_password(desktop, protocol=protocol, password=password,
+                                                valid_for_s=valid_for_s)
+            except HypervisorError as exc:
+                raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE,
+                                     "The desktop's host does not answer; try again.") from exc
+        port = ports.vnc if protocol == "vnc" else ports.spice
+        if not port:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, f"The desktop has no {protocol.upper()} console.")
         # Keep the broker's record equal to the live definition (a VM restarted behind the
         # broker's back got new ports): a gateway tier without libvirt connects by the record.
         if (ports.vnc, ports.spice) != (desktop.vnc_port, desktop.spice_port):
@@ -86,11 +90,29 @@ class VmConsole(ConsoleTargetKind):
             desktop.vnc_port, desktop.spice_port = ports.vnc, ports.spice
         return ConsoleEndpoint(port=port, password=password)
 
+    @staticmethod
+    def _prepare_through_agent(desktop, *, protocol, password, valid_for_s):
+        """A host with its own agent: the agent sets the password through its local libvirt."""
+        from ..enqueue import NoAnswer, call_and_wait
+        from ..hypervisor import GraphicsPorts
+
+        host = desktop.host
+        try:
+            ports = call_and_wait("broker.tasks.set_vm_console_password_task", desktop.pk, protocol, password,
+                                  valid_for_s, queue=host.agent_queue, timeout=settings.VDI_AGENT_CALL_TIMEOUT_SECONDS)
+        except NoAnswer as exc:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE,
+                                 f"The agent of host {host.name} does not answer; try again in a minute.") from exc
+        if ports is None:
+            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.")
+        return GraphicsPorts(listen=ports[2], vnc=ports[0], spice=ports[1])
+
     def port_now(self, desktop, *, protocol):
         """VDI_CONSOLE_TARGET_LOOKUP "live": asked of the desktop's host through libvirt, from
-        the running domain's definition. "recorded" (a proxy tier that cannot reach libvirt):
-        what the broker read from that definition when the domain last started."""
-        if settings.VDI_CONSOLE_TARGET_LOOKUP != "live":
+        the running domain's definition. "recorded" (a proxy tier that cannot reach libvirt),
+        and any host with its own agent: what the broker read from that definition when the
+        domain last started or its last console was granted."""
+        if settings.VDI_CONSOLE_TARGET_LOOKUP != "live" or desktop.host.has_own_agent:
             return desktop.vnc_port if protocol == "vnc" else desktop.spice_port
         try:
             ports = driver_for_host(desktop.host).graphics_ports(desktop.name)
@@ -99,6 +121,16 @@ class VmConsole(ConsoleTargetKind):
         except HypervisorError as exc:
             raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE, "The desktop's host does not answer; try again.") from exc
         return ports.vnc if protocol == "vnc" else ports.spice
+
+
+def set_vm_console_password(desktop, *, protocol: str, password: str, valid_for_s: int):
+    """The VM's console ports from its live definition, after giving `protocol`'s console the
+    one-time `password` (where this process reaches the host's libvirt)."""
+    driver = driver_for_host(desktop.host)
+    ports = driver.graphics_ports(desktop.name)
+    if (ports.vnc if protocol == "vnc" else ports.spice):
+        driver.set_console_password(desktop.name, protocol=protocol, password=password, valid_for_s=valid_for_s)
+    return ports
 
 
 class SessionDisplay(ConsoleTargetKind):

@@ -69,6 +69,11 @@ class Host(models.Model):
         default=default_serial_log_dir,
         help_text="Directory on the host for the guests' serial console logs; empty for none.",
     )
+    has_own_agent = models.BooleanField(
+        default=False,
+        help_text="Hypervisors: the host runs its own agent (a Celery worker on the host, on its own queue, "
+        "using its local libvirt), and every operation on it goes to that queue. Off: the central workers "
+        "drive it through its libvirt URI (qemu+ssh://, qemu+tls://).")
     is_enabled = models.BooleanField(default=True, help_text="New desktops are placed only on enabled hosts.")
     in_maintenance = models.BooleanField(
         default=False, help_text="Drain: no new desktops here; existing ones keep running."
@@ -103,6 +108,12 @@ class Host(models.Model):
     @property
     def is_session_host(self) -> bool:
         return self.kind == self.Kind.SESSION_HOST
+
+    @property
+    def task_queue(self) -> str | None:
+        """Where tasks that touch this host go: its own agent's queue, or None for the central
+        workers' default queue."""
+        return self.agent_queue if (self.is_session_host or self.has_own_agent) else None
 
     @property
     def agent_queue(self) -> str:

@@ -14,7 +14,7 @@ from .. import selectors
 from ..models import Desktop, DesktopState, Pool
 from .errors import LaunchRefused
 from .provisioning import new_desktop
-from ..enqueue import enqueue_after_commit
+from ..enqueue import enqueue_for_host
 
 S = DesktopState
 
@@ -44,11 +44,11 @@ def launch_desktop(*, user, pool: Pool, application=None) -> Desktop:
 def _get_it_running(desktop: Desktop, user) -> Desktop:
     if desktop.state == S.STOPPED:
         if desktop.transition(S.STARTING, expected=S.STOPPED, message="launched; powering on", actor=user):
-            _enqueue("start_desktop_task", desktop.pk)
+            _enqueue("start_desktop_task", desktop)
     elif desktop.state == S.FAILED:
         if desktop.transition(S.QUEUED, expected=S.FAILED, message="launched again; retrying", actor=user,
                               last_error=""):
-            _enqueue("provision_desktop_task", desktop.pk)
+            _enqueue("provision_desktop_task", desktop)
     elif desktop.state in (S.STOPPING, S.DELETING):
         raise LaunchRefused("Your desktop is shutting down. Wait a few seconds and press Launch again.")
     return desktop
@@ -103,7 +103,7 @@ def _create_for(*, user, pool: Pool) -> Desktop:
                                     "or tell your administrator.")
             desktop = new_desktop(pool=pool, host=host, version=version, user=user)
             desktop.note(f"created for {user.get_username()} on {host.name} from {version}", actor=user)
-            _enqueue("provision_desktop_task", desktop.pk)
+            _enqueue("provision_desktop_task", desktop)
     except IntegrityError:
         # Another launch by the same user won the race; use its desktop.
         desktop = selectors.live_desktop_of(user=user, pool=pool)
@@ -114,7 +114,7 @@ def _create_for(*, user, pool: Pool) -> Desktop:
         # Only where there is no row lock (SQLite) can concurrent launches overshoot: step back.
         desktop.transition(S.DELETING, message="pool reached its maximum size during launch")
         Desktop.objects.filter(pk=desktop.pk).update(user=None)
-        _enqueue("delete_desktop_task", desktop.pk)
+        _enqueue("delete_desktop_task", desktop)
         raise LaunchRefused(f"All {pool.max_desktops} desktops of {pool} are in use. Try again in a few minutes.")
     return desktop
 
@@ -127,5 +127,5 @@ def _abandon_on_offline_host(desktop: Desktop, user) -> None:
     Desktop.objects.filter(pk=desktop.pk).update(user=None)
 
 
-def _enqueue(task_name: str, desktop_id: int) -> None:
-    enqueue_after_commit(f"broker.tasks.{task_name}", desktop_id)
+def _enqueue(task_name: str, desktop: Desktop) -> None:
+    enqueue_for_host(f"broker.tasks.{task_name}", desktop.pk, host=desktop.host)

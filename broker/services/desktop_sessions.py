@@ -13,7 +13,7 @@ from django.utils import timezone
 from ..models import Desktop, DesktopState, Pool
 from ..console.close_codes import CloseCode
 from ..console.sessions import close_abandoned_console_sessions, live_console_sessions
-from ..enqueue import enqueue_after_commit
+from ..enqueue import enqueue_for_host
 
 S = DesktopState
 
@@ -31,9 +31,9 @@ def end_desktop_session(*, desktop: Desktop, actor=None, reason: str) -> None:
                               message=f"reset: {reason}", actor=actor):
             # Detach the user now: their next launch gets a fresh desktop, never this one.
             Desktop.objects.filter(pk=desktop.pk).update(user=None)
-            enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
+            enqueue_for_host("broker.tasks.delete_desktop_task", desktop.pk, host=desktop.host)
     elif desktop.state == S.RUNNING:
-        enqueue_after_commit("broker.tasks.stop_desktop_task", desktop.pk, reason)
+        enqueue_for_host("broker.tasks.stop_desktop_task", desktop.pk, reason, host=desktop.host)
 
 
 def desktops_disconnected_too_long(*, now=None):
@@ -41,7 +41,7 @@ def desktops_disconnected_too_long(*, now=None):
     now = now or timezone.now()
     candidates = (
         Desktop.objects.filter(state=S.RUNNING, user__isnull=False, pool__disconnect_timeout_minutes__isnull=False)
-        .select_related("pool")
+        .select_related("pool", "host")
         .annotate(last_closed=Max("console_sessions__closed_at"))
     )
     for desktop in candidates:

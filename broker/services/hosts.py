@@ -16,7 +16,7 @@ from django.utils import timezone
 from ..hypervisor import HostUnreachable, driver_for_host
 from ..models import BrokerEvent, Desktop, DesktopState, Host
 from ..models.desktops import TRANSITIONAL_STATES
-from ..enqueue import enqueue_after_commit
+from ..enqueue import enqueue_after_commit, enqueue_for_host
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -112,11 +112,11 @@ def _unstick(desktop: Desktop, done: dict) -> None:
     minutes = int(STUCK_AFTER.total_seconds() // 60)
     if desktop.state == S.DELETING:
         desktop.note(f"deletion stuck for over {minutes} min; retrying")
-        enqueue_after_commit("broker.tasks.delete_desktop_task", desktop.pk)
+        enqueue_for_host("broker.tasks.delete_desktop_task", desktop.pk, host=desktop.host)
         done["retried"].append(desktop.name)
     elif desktop.state == S.STOPPING:
         desktop.note(f"shutdown stuck for over {minutes} min; retrying")
-        enqueue_after_commit("broker.tasks.stop_desktop_task", desktop.pk, "retrying a stuck shutdown")
+        enqueue_for_host("broker.tasks.stop_desktop_task", desktop.pk, "retrying a stuck shutdown", host=desktop.host)
         done["retried"].append(desktop.name)
     elif desktop.provisioning_attempts < MAX_PROVISIONING_ATTEMPTS and desktop.state != S.RECOMPOSING:
         desktop.note(f"stuck in {desktop.state} for over {minutes} min; retrying "
@@ -124,7 +124,7 @@ def _unstick(desktop: Desktop, done: dict) -> None:
         # Touch state_changed_at so the next pass waits again before judging it stuck.
         Desktop.objects.filter(pk=desktop.pk).update(state_changed_at=timezone.now(),
                                                      provisioning_attempts=desktop.provisioning_attempts + 1)
-        enqueue_after_commit("broker.tasks.provision_desktop_task", desktop.pk)
+        enqueue_for_host("broker.tasks.provision_desktop_task", desktop.pk, host=desktop.host)
         done["retried"].append(desktop.name)
     else:
         from .provisioning import mark_failed

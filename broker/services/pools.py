@@ -9,7 +9,7 @@ from django.utils import timezone
 from .. import selectors
 from ..models import BrokerEvent, Desktop, DesktopState, Pool
 from .provisioning import new_desktop
-from ..enqueue import enqueue_after_commit
+from ..enqueue import enqueue_for_host
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -29,17 +29,17 @@ def reconcile_pool(*, pool_id: int) -> dict:
     # Spares built from an older image version are replaced (floating and dedicated alike:
     # nobody has used them yet). Assigned floating desktops roll over at their next reset.
     if version is not None:
-        for spare in selectors.spares_of(pool=pool).exclude(image_version=version).filter(
+        for spare in selectors.spares_of(pool=pool).select_related("host").exclude(image_version=version).filter(
                 state__in=(S.RUNNING, S.STOPPED)):
             if spare.transition(S.DELETING, expected={S.RUNNING, S.STOPPED},
                                 message=f"spare rolled over to {version}"):
-                enqueue_after_commit("broker.tasks.delete_desktop_task", spare.pk)
+                enqueue_for_host("broker.tasks.delete_desktop_task", spare.pk, host=spare.host)
                 done["rolled_over"] += 1
 
     # Failed spares count against the pool's health and are cleared out.
-    for failed in Desktop.objects.filter(pool=pool, user__isnull=True, state=S.FAILED):
+    for failed in Desktop.objects.filter(pool=pool, user__isnull=True, state=S.FAILED).select_related("host"):
         if failed.transition(S.DELETING, expected=S.FAILED, message="failed spare cleared by the pool"):
-            enqueue_after_commit("broker.tasks.delete_desktop_task", failed.pk)
+            enqueue_for_host("broker.tasks.delete_desktop_task", failed.pk, host=failed.host)
             done["cleared_failed"] += 1
 
     now = timezone.now()
@@ -82,6 +82,6 @@ def _create_missing_spares(pool: Pool, version) -> int:
         with transaction.atomic():
             desktop = new_desktop(pool=pool, host=host, version=version)
             desktop.note(f"spare created on {host.name} from {version}")
-            enqueue_after_commit("broker.tasks.provision_desktop_task", desktop.pk)
+            enqueue_for_host("broker.tasks.provision_desktop_task", desktop.pk, host=host)
         created += 1
     return created

@@ -2,7 +2,7 @@
 
 
 from ..models import Desktop, DesktopState
-from ..enqueue import enqueue_after_commit
+from ..enqueue import enqueue_for_host
 
 S = DesktopState
 
@@ -13,11 +13,11 @@ def recompose_pool(*, pool, actor=None) -> int:
         return 0  # sessions are not built from images
     version = pool.image.current_version()
     count = 0
-    stale = Desktop.objects.filter(pool=pool, state__in=(S.RUNNING, S.STOPPED, S.FAILED)).exclude(
+    stale = Desktop.objects.select_related("host").filter(pool=pool, state__in=(S.RUNNING, S.STOPPED, S.FAILED)).exclude(
         image_version=version)
     for desktop in stale:
         if desktop.transition(S.RECOMPOSING, expected={S.RUNNING, S.STOPPED, S.FAILED},
                               message=f"recompose onto {version} requested", actor=actor):
-            enqueue_after_commit("broker.tasks.recompose_desktop_task", desktop.pk)
+            enqueue_for_host("broker.tasks.recompose_desktop_task", desktop.pk, host=desktop.host)
             count += 1
     return count
