@@ -80,8 +80,10 @@ def pick_host(*, pool) -> Host | None:
             if free_vcpus < pool.vcpus or free_memory < pool.memory_mib:
                 continue
             free = free_memory / (host.memory_mib * host.memory_overcommit)
-        if best is None or free > best_free:
-            best, best_free = host, free
+        # Among equally free hosts (not measured yet), the one with less already placed on it.
+        score = (free, -used_memory)
+        if best is None or score > best_free:
+            best, best_free = host, score
     return best
 
 

@@ -11,8 +11,11 @@ if [ -e /dev/kvm ]; then
   chgrp kvm /dev/kvm 2>/dev/null || true
   chmod 660 /dev/kvm 2>/dev/null || true
 fi
-pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+# By their pid files, not by name: a second daemon of this machine's own
+# (scripts/start-second-libvirtd.sh) must not pass for this one.
+daemon_running() { [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid")" 2>/dev/null; }
+daemon_running virtlogd || virtlogd -d
+daemon_running libvirtd || libvirtd -d
 for _ in $(seq 1 50); do
   if virsh -c qemu:///system version >/dev/null 2>&1; then
     echo "libvirtd is running"

@@ -82,9 +82,12 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
             done["orphan_domains"].append(name)
             _event(host, f"removed orphan domain {name} (no desktop owns it)")
 
+    # Volumes by every desktop, not only this host's: hosts may share storage (the same
+    # directory seen by several daemons, as live migration needs), where another host's
+    # desktop's disk is no orphan of this one.
     owned_volumes = set()
-    for desktop in desktops.values():
-        owned_volumes.update({desktop.volume_name, desktop.data_volume_name})
+    for name, data_volume in Desktop.objects.exclude(state=S.DELETED).values_list("name", "data_volume_name"):
+        owned_volumes.update({f"{name}.qcow2", data_volume})
     for volume in driver.list_volumes(pool=host.storage_pool):
         base = volume.name.removesuffix(".qcow2").removesuffix("-data")
         if (volume.name.startswith(prefix) and volume.name not in owned_volumes

@@ -32,6 +32,18 @@ def _belongs_to_a_finished_run(name: str) -> bool:
     return False
 
 
+SECOND_DAEMONS = "/var/lib/vdi/hosts"
+
+
+def second_daemon_uris() -> list[str]:
+    """The URIs of this machine's second libvirt daemons (scripts/start-second-libvirtd.sh)."""
+    if not os.path.isdir(SECOND_DAEMONS):
+        return []
+    return [f"qemu+unix:///system?socket={SECOND_DAEMONS}/{name}/run/libvirt-sock"
+            for name in sorted(os.listdir(SECOND_DAEMONS))
+            if os.path.exists(f"{SECOND_DAEMONS}/{name}/run/libvirt-sock")]
+
+
 def remove_test_leftovers(*, only_ours: bool = False) -> list[str]:
     prefix = settings.VDI_NAME_PREFIX
     assert prefix.startswith("vditest-")
@@ -39,12 +51,18 @@ def remove_test_leftovers(*, only_ours: bool = False) -> list[str]:
     def doomed(name: str) -> bool:
         return name.startswith(prefix) if only_ours else _belongs_to_a_finished_run(name)
 
-    driver = driver_for_uri(URI)
     removed = []
-    for domain in driver.list_domains():
-        if doomed(domain.name):
-            driver.undefine_domain(domain.name)
-            removed.append(domain.name)
+    for uri in [URI, *second_daemon_uris()]:
+        try:
+            driver = driver_for_uri(uri)
+            domains = driver.list_domains()
+        except HypervisorError:
+            continue  # a second daemon that is not running holds nothing
+        for domain in domains:
+            if doomed(domain.name):
+                driver.undefine_domain(domain.name)
+                removed.append(domain.name)
+    driver = driver_for_uri(URI)
     try:
         volumes = driver.list_volumes(pool=settings.VDI_STORAGE_POOL)
     except HypervisorError:
