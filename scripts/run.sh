@@ -27,7 +27,10 @@ if [ -z "${REDIS_URL:-}${CELERY_BROKER_URL:-}" ]; then
 fi
 say "migrating the database"
 "$PY" manage.py migrate --noinput -v 0
-say "creating the demo (host, golden image, pool, users)"
+# A second hypervisor on this machine (its own libvirt daemon): the demo has two hosts.
+VDI_DEMO_SECOND_HOST_URI="$("$ROOT/scripts/start-second-libvirtd.sh" demo-host-b)" || VDI_DEMO_SECOND_HOST_URI=""
+export VDI_DEMO_SECOND_HOST_URI
+say "creating the demo (hosts, golden image, pools, users)"
 (umask 077; "$PY" manage.py setup_demo > "$RUN_DIR/demo-logins.txt")
 cat "$RUN_DIR/demo-logins.txt"
 

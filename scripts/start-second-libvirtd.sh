@@ -25,12 +25,18 @@ if [ "$stop" = 1 ]; then
   exit 0
 fi
 
+umask 022  # `make run` runs with 077: QEMU (as libvirt-qemu) must reach its files as on the first daemon
+mkdir -p "$BASE/run" "$BASE/lib/qemu" "$BASE/log" "$BASE/etc"
+chmod 711 "$BASE"
+# Each directory as the first daemon has its own (owners and modes matter: QEMU runs as libvirt-qemu).
+for pair in run:/run/libvirt lib:/var/lib/libvirt lib/qemu:/var/lib/libvirt/qemu log:/var/log/libvirt etc:/etc/libvirt; do
+  chown --reference="${pair#*:}" "$BASE/${pair%%:*}"
+  chmod --reference="${pair#*:}" "$BASE/${pair%%:*}"
+done
 if virsh -c "$URI" version >/dev/null 2>&1; then
   echo "$URI"
   exit 0
 fi
-mkdir -p "$BASE/run" "$BASE/lib/qemu" "$BASE/log" "$BASE/etc"
-chmod 700 "$BASE"
 if [ ! -f "$BASE/etc/libvirtd.conf" ]; then
   cp -a /etc/libvirt/. "$BASE/etc/"
   # Its own definitions (none yet) and its own identity.

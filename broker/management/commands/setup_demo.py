@@ -30,6 +30,11 @@ class Command(BaseCommand):
             name="local",
             defaults={"libvirt_uri": opts["libvirt_uri"], "domain_type": opts["domain_type"]},
         )
+        if os.environ.get("VDI_DEMO_SECOND_HOST_URI"):  # scripts/start-second-libvirtd.sh
+            Host.objects.update_or_create(
+                name="local-b",
+                defaults={"libvirt_uri": os.environ["VDI_DEMO_SECOND_HOST_URI"], "domain_type": opts["domain_type"]},
+            )
         image, _ = GoldenImage.objects.get_or_create(
             name="demo-linux",
             defaults={"display_name": "Demo Linux", "description": "Linux kernel with a busybox shell"},
