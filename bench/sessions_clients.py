@@ -350,8 +350,10 @@ class BrowserUser:
 class HandSession:
     """One shared session started by hand as root for a pre-created account, on display :D."""
 
-    def __init__(self, *, account, display: int, timeout_s: float, stop):
+    def __init__(self, *, account, display: int, timeout_s: float, stop, wait_for_wm: bool = False):
         self.account, self.display, self.timeout_s, self.stop = account, display, timeout_s, stop
+        # As the agent does: xterm only once icewm manages the screen (else it stays unmanaged).
+        self.wait_for_wm = wait_for_wm
         self.port = displays.rfb_port(display)
         self.password = secrets.token_urlsafe(6)[:8]
         self.vnc_dir = os.path.join(account.home, ".vnc")
@@ -400,12 +402,25 @@ class HandSession:
                 raise LaunchFailed(f"Xvnc :{self.display} did not answer (see {self.vnc_dir}/session.log)")
             t_xvnc = time.perf_counter()
             self._runuser(["icewm"], log)
+            if self.wait_for_wm:
+                self._wait_for_window_manager()
             self._runuser(["xterm"], log)
         t_programs = time.perf_counter()
         sample = self.connect_to_first_frame(t0=t0)
         sample.phases = {"password_and_cookie": t_files - t0, "xvnc_to_rfb": t_xvnc - t_files,
                          "start_icewm_xterm": t_programs - t_xvnc, **sample.phases}
         return sample
+
+    def _wait_for_window_manager(self):
+        deadline = time.perf_counter() + self.timeout_s
+        while time.perf_counter() < deadline:
+            found = subprocess.run(["setpriv", f"--reuid={self.account.uid}", f"--regid={self.account.gid}",
+                                    "--init-groups", "--", "xprop", "-root", "-notype", "_NET_SUPPORTING_WM_CHECK"],
+                                   env=self._env(), capture_output=True, text=True, timeout=10, check=False)
+            if "window id #" in found.stdout:
+                return
+            time.sleep(0.01)
+        raise LaunchFailed(f"icewm did not manage :{self.display}")
 
     def connect_to_first_frame(self, *, t0: float | None = None) -> Sample:
         """A VNC viewer on the host: TCP, VNC authentication, ClientInit, first frame."""
