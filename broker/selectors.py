@@ -7,8 +7,8 @@ from .models.desktops import LIVE_STATES
 
 S = DesktopState
 # Desktops that occupy (or are about to occupy) a share of their host.
-PLACED_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPING, S.RECOMPOSING})
-SPARE_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPED})
+PLACED_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPING, S.RECOMPOSING, S.MIGRATING})
+SPARE_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.MIGRATING, S.STOPPED})
 
 
 def entitled_pools(*, user):
@@ -63,10 +63,13 @@ def host_load(*, host) -> tuple[int, int]:
     return totals["vcpus"] or 0, totals["memory"] or 0
 
 
-def pick_host(*, pool) -> Host | None:
+def pick_host(*, pool, among=None) -> Host | None:
     """The host with the most free memory (after overcommit) that can take one more desktop
-    of `pool`; the pool's pinned host if it has one. None when no host has room."""
+    of `pool`; the pool's pinned host if it has one. None when no host has room. `among`
+    narrows the choice (a queryset of hosts: a migration's possible destinations)."""
     hosts = Host.objects.filter(kind=Host.Kind.HYPERVISOR, is_enabled=True, is_online=True, in_maintenance=False)
+    if among is not None:
+        hosts = hosts.filter(pk__in=among.values("pk"))
     if pool.host_id:
         hosts = hosts.filter(pk=pool.host_id)
     best, best_free = None, None

@@ -52,6 +52,15 @@ def delete_desktop_task(self, desktop_id: int):
     _run(self, provisioning.delete_desktop, desktop_id, failure="deletion failed: ")
 
 
+@shared_task
+def migrate_desktop_task(migration_id: int):
+    """Live-migrate a desktop (on its source host's worker). A failed move leaves the desktop
+    running where it was and the migration row says why: nothing to retry here."""
+    from .services.live_migration import migrate_desktop
+
+    migrate_desktop(migration_id=migration_id)
+
+
 # -- periodic ------------------------------------------------------------------------------------
 
 @shared_task

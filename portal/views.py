@@ -89,6 +89,11 @@ def console_ticket(request, desktop_id):
     the user switch. The VNC password never leaves the server; SPICE's one-time password does
     (spice-html5 logs in itself) and expires with the ticket."""
     desktop = _own_desktop(request, desktop_id)
+    if desktop.state == DesktopState.MIGRATING:
+        # Live migration: seconds. 503 is not final for the page: it asks again shortly.
+        response = JsonResponse({"error": "The desktop is moving to another server."}, status=503)
+        response["Retry-After"] = "1"
+        return response
     if desktop.state != DesktopState.RUNNING:
         return JsonResponse({"error": f"The desktop is {desktop.get_state_display().lower()}."}, status=409)
     protocol = request.POST.get("protocol") or desktop.pool.protocol

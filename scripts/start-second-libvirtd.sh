@@ -43,6 +43,17 @@ if [ ! -f "$BASE/etc/libvirtd.conf" ]; then
   rm -f "$BASE"/etc/qemu/*.xml "$BASE"/etc/storage/*.xml "$BASE"/etc/storage/autostart/*.xml
   echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >> "$BASE/etc/libvirtd.conf"
 fi
+# Console and migration ports of its own: separate machines each have all of theirs, but two
+# daemons in one network namespace would hand the same VNC port to two guests (a desktop
+# arriving by live migration while another one, or its own source, listens there).
+slot=$(( $(printf '%s' "$NAME" | cksum | cut -d' ' -f1) % 40 ))
+sed -i '/^remote_display_port_m\(in\|ax\)\|^migration_port_m\(in\|ax\)/d' "$BASE/etc/qemu.conf"
+cat >> "$BASE/etc/qemu.conf" <<CONF
+remote_display_port_min = $(( 20000 + slot * 1000 ))
+remote_display_port_max = $(( 20999 + slot * 1000 ))
+migration_port_min = $(( 49300 + slot * 20 ))
+migration_port_max = $(( 49319 + slot * 20 ))
+CONF
 rm -f "$BASE"/run/*.pid "$BASE"/run/*sock*
 
 unshare --mount --propagation private /bin/sh -ec "

@@ -71,6 +71,36 @@ def host(db):
     return Host.objects.create(name="local", libvirt_uri="qemu:///system", domain_type="qemu")
 
 
+# A second real hypervisor: a second libvirt daemon on this machine (scripts/start-second-libvirtd.sh),
+# its own sockets, state and host UUID; the disk directory is shared, as live migration needs.
+SECOND_DAEMON = os.environ.get("VDI_TEST_SECOND_DAEMON", "test-host-b")
+
+
+@pytest.fixture(scope="session")
+def second_daemon_uri():
+    import subprocess
+
+    from tests.support.stack import ROOT
+
+    started = subprocess.run([str(ROOT / "scripts/start-second-libvirtd.sh"), SECOND_DAEMON], capture_output=True,
+                             text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run([str(ROOT / "scripts/start-second-libvirtd.sh"), "--stop", SECOND_DAEMON], timeout=60)
+
+
+@pytest.fixture
+def two_hosts(host, second_daemon_uri):
+    """This machine's libvirtd and the second daemon, one storage group (they see the same disks)."""
+    from broker.models import Host
+
+    Host.objects.filter(pk=host.pk).update(storage_group="local-disks", migration_address="127.0.0.1")
+    host.refresh_from_db()
+    other = Host.objects.create(name="host-b", libvirt_uri=second_daemon_uri, domain_type="qemu",
+                                storage_group="local-disks", migration_address="127.0.0.1")
+    return host, other
+
+
 @pytest.fixture
 def image(host, golden_image_path):
     from broker.models import GoldenImage

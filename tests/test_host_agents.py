@@ -73,4 +73,8 @@ def test_a_hosts_tasks_run_in_its_own_agent_and_its_console_is_granted_there(liv
     assert "broker.tasks.set_vm_console_password_task" in ran["agent-local-b"]
     assert "broker.tasks.stop_desktop_task" in ran["agent-local-b"]
     assert ran["agent-local"] == []
-    assert not [task for task in ran["worker"] if task != "broker.tasks.reconcile_pool_task"]
+    # The central worker may run pool and image work (the image's checksum, queued when the
+    # fixture published it, can start late on a busy machine), never an operation on a host.
+    host_tasks = {"provision_desktop_task", "start_desktop_task", "stop_desktop_task", "delete_desktop_task",
+                  "recompose_desktop_task", "set_vm_console_password_task", "reconcile_host_task"}
+    assert not [task for task in ran["worker"] if task.rsplit(".", 1)[-1] in host_tasks]

@@ -109,6 +109,8 @@ class ConsoleConnection:
         self.counts_as_console = self.watches_input = True  # SPICE: only its main / inputs channel
         self.accepted = False
         self.pongs = PongBudget()
+        # How the console closes when the desktop's side ends (a live migration changes it).
+        self.desktop_end = (CloseCode.DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
 
     # -- the connection's life -----------------------------------------------------------
     async def serve(self):
@@ -292,7 +294,7 @@ class ConsoleConnection:
                     self.last_input = time.monotonic()
                 await desktop.write(data)
         except (ConnectionError, OSError):
-            await self._close(CloseCode.DESKTOP_CLOSED, "The desktop closed the console.")
+            await self._close(*self.desktop_end)
 
     async def _pump_desktop_to_browser(self, desktop: DesktopChunks):
         send = self.send
@@ -302,7 +304,7 @@ class ConsoleConnection:
                 await send({"type": "websocket.send", "bytes": data})
         except (ConnectionError, OSError):
             pass
-        await self._close(CloseCode.DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
+        await self._close(*self.desktop_end)
 
     async def _enforce_time_limits(self, limits: console_sessions.ConsoleLimits):
         """Close the console after `idle_timeout_s` without input or `max_session_s` in all;
@@ -428,6 +430,12 @@ class ConsoleConnection:
                 return
             if message.get("type") == "console.notice" and self.counts_as_console:
                 await self._notice(str(message.get("text", "")), level=str(message.get("level", "info")))
+            if message.get("type") == "console.moving":
+                # The desktop is being live-migrated: when its old QEMU goes, the page must
+                # reconnect (to the new host, with a fresh ticket), not give up.
+                self.desktop_end = (CloseCode.RECONNECT, "Your desktop moved to another server; reconnecting.")
+                if self.counts_as_console:
+                    await self._notice(str(message.get("text", "")))
 
     # -- closing ------------------------------------------------------------------------------
     async def _close(self, code: int, reason: str):

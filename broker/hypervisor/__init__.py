@@ -10,6 +10,7 @@ from .base import (
     HypervisorDriver,
     HypervisorError,
     ImageUnavailable,
+    MigrationProgress,
     VolumeInfo,
 )
 from .registry import driver_for_host, driver_for_uri
@@ -24,6 +25,7 @@ __all__ = [
     "HypervisorDriver",
     "HypervisorError",
     "ImageUnavailable",
+    "MigrationProgress",
     "VolumeInfo",
     "driver_for_host",
     "driver_for_uri",

@@ -73,6 +73,14 @@ class GraphicsPorts:
     spice: int | None
 
 
+@dataclass(frozen=True)
+class MigrationProgress:
+    """What a live migration reported so far (memory and device state it must copy)."""
+    data_total_bytes: int
+    data_processed_bytes: int
+    data_remaining_bytes: int
+
+
 class HypervisorDriver(abc.ABC):
     """One host's hypervisor. Implementations: `LibvirtDriver` (any libvirt URI)."""
 
@@ -143,3 +151,13 @@ class HypervisorDriver(abc.ABC):
     def set_console_password(self, name: str, *, protocol: str, password: str, valid_for_s: int) -> None:
         """Set the VNC or SPICE password of a running domain, valid for `valid_for_s` seconds
         for new connections; consoles already connected stay connected."""
+
+    # -- moving between hosts ----------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate_domain(self, name: str, *, destination: "HypervisorDriver", address: str | None = None,
+                       on_progress=None, timeout_s: float = 600) -> None:
+        """Live-migrate the running domain `name` to `destination` (the disks stay where they
+        are: shared storage). The domain keeps running here until the switch-over; afterwards it
+        is defined and running on the destination and gone from here. On failure it stays,
+        running, here. `on_progress(MigrationProgress)` is called about twice a second;
+        `address` is where the destination receives the memory stream (tcp://address)."""

@@ -4,6 +4,7 @@ from .events import BrokerEvent, DesktopEvent
 from .farms import PublishedApp
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
+from .live_migrations import LiveMigration
 from .pools import Pool
 from .sessions import ConsoleSession
 from .tickets import ConsoleTicket
@@ -20,6 +21,7 @@ __all__ = [
     "GoldenImageVersion",
     "Host",
     "IllegalTransition",
+    "LiveMigration",
     "Pool",
     "PublishedApp",
 ]

@@ -1,11 +1,16 @@
 """A desktop and its lifecycle: the states, the allowed moves, and the one way to move.
 
     queued ──► cloning ──► starting ──► running ──► stopping ──► stopped
-                  │                       ▲ │                       │ ▲
-                  └──── (spare kept off) ─┼─┼───────────────────────┘ │
-                                          │ └──► recomposing ─────────┘
-       any state but deleted ──► failed   └────────────┘
+                  │                       ▲ │ ▲                     │ ▲
+                  └──── (spare kept off) ─┼─┼─┼─────────────────────┘ │
+                                          │ │ └── migrating ◄─┐       │
+                                          │ └──► recomposing ─┼───────┘
+       any state but deleted ──► failed   └────────────┘      └─ (running: live migration)
     any live state ──► deleting ──► deleted          failed ──► queued | recomposing (retry)
+
+`migrating`: the running desktop is being moved to another host by live migration; it keeps
+running (and its console keeps working) until the switch-over, then runs on the new host
+(`running`, with the new host and console ports), or stays where it was if the move failed.
 
 `recomposing` replaces the system disk with a clone of a newer golden image version while
 keeping the desktop's user-data disk.
@@ -34,6 +39,7 @@ class DesktopState(models.TextChoices):
     STOPPING = "stopping", "Shutting down"
     STOPPED = "stopped", "Powered off"
     RECOMPOSING = "recomposing", "Updating to a new image"
+    MIGRATING = "migrating", "Moving to another host"
     FAILED = "failed", "Failed"
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
@@ -44,7 +50,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.CLONING, S.STARTING, S.FAILED, S.DELETING}),  # a session starts without a clone
     S.CLONING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
     S.STARTING: frozenset({S.RUNNING, S.FAILED, S.DELETING}),
-    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.RECOMPOSING, S.FAILED, S.DELETING}),
+    S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.RECOMPOSING, S.MIGRATING, S.FAILED, S.DELETING}),
+    S.MIGRATING: frozenset({S.RUNNING, S.STOPPED, S.FAILED, S.DELETING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.DELETING}),
     S.STOPPED: frozenset({S.STARTING, S.RECOMPOSING, S.FAILED, S.DELETING}),
     S.RECOMPOSING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
@@ -58,7 +65,8 @@ LIVE_STATES = frozenset(ALLOWED_TRANSITIONS) - {S.DELETED}
 PROVISIONING_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RECOMPOSING})
 # States in which a worker is (or should be) acting on the desktop; the reconciler retries
 # or fails those that stay too long.
-TRANSITIONAL_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.STOPPING, S.RECOMPOSING, S.DELETING})
+TRANSITIONAL_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.STOPPING, S.RECOMPOSING, S.MIGRATING,
+                                 S.DELETING})
 
 
 class IllegalTransition(Exception):
@@ -134,11 +142,13 @@ class Desktop(models.Model):
         return f"{self.host.serial_log_dir.rstrip('/')}/{self.name}.log"
 
     def transition(self, to_state: str, *, expected: str | set | frozenset | None = None, message: str = "",
-                   actor=None, **fields) -> bool:
+                   actor=None, where: dict | None = None, **fields) -> bool:
         """Move from `expected` (default: the state this instance holds) to `to_state`.
 
         Returns False, changing nothing, if the row is no longer in an expected state (another
-        worker moved it first). Extra `fields` are written in the same UPDATE.
+        worker moved it first), or no longer meets the extra conditions `where` (e.g.
+        {"user__isnull": True}: a spare that nobody claimed meanwhile). Extra `fields` are
+        written in the same UPDATE.
         """
         if expected is None:
             expected = {self.state}
@@ -153,7 +163,7 @@ class Desktop(models.Model):
             # won, and which state we left, without a read-then-write race on any database.
             from_state = None
             for candidate in sorted(expected):
-                won = Desktop.objects.filter(pk=self.pk, state=candidate).update(
+                won = Desktop.objects.filter(pk=self.pk, state=candidate, **(where or {})).update(
                     state=to_state, state_changed_at=now, **fields
                 )
                 if won:

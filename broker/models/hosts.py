@@ -69,6 +69,19 @@ class Host(models.Model):
         default=default_serial_log_dir,
         help_text="Directory on the host for the guests' serial console logs; empty for none.",
     )
+    storage_group = models.SlugField(
+        max_length=64, blank=True,
+        help_text="Hosts with the same storage group see the same disk directory (NFS, CephFS, a SAN "
+        "file system): running desktops move between them by live migration (drain), and a dead host's "
+        "dedicated desktops restart on another with their disks. Empty: this host's disks are its own.")
+    migration_uri = models.CharField(
+        max_length=255, blank=True,
+        help_text="The libvirt URI other hosts' workers use to reach this host as a migration destination "
+        "(qemu+tls://host/system). Empty: its libvirt URI.")
+    migration_address = models.CharField(
+        max_length=255, blank=True,
+        help_text="Address on the migration network where this host receives a migrating desktop's memory "
+        "(tcp://ADDRESS). Empty: libvirt's choice (the host's name).")
     has_own_agent = models.BooleanField(
         default=False,
         help_text="Hypervisors: the host runs its own agent (a Celery worker on the host, on its own queue, "
@@ -104,6 +117,14 @@ class Host(models.Model):
     @property
     def accepts_new_desktops(self) -> bool:
         return self.is_enabled and self.is_online and not self.in_maintenance
+
+    @property
+    def reachable_uri(self) -> str:
+        """The URI another host's worker uses to reach this host's libvirt."""
+        return self.migration_uri or self.libvirt_uri
+
+    def shares_storage_with(self, other: "Host") -> bool:
+        return bool(self.storage_group) and self.storage_group == other.storage_group
 
     @property
     def is_session_host(self) -> bool:

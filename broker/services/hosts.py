@@ -66,7 +66,7 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
     now = now or timezone.now()
     driver = driver_for_host(host)
     prefix = settings.VDI_NAME_PREFIX
-    done = {"orphan_domains": [], "orphan_volumes": [], "vanished": [], "powered_off": [], "retried": [],
+    done = {"orphan_domains": [], "stale_copies": [], "orphan_volumes": [], "vanished": [], "powered_off": [], "retried": [],
             "failed": []}
 
     desktops = {d.name: d for d in Desktop.objects.filter(host=host).exclude(state=S.DELETED)}
@@ -76,8 +76,20 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
                            .values_list("name", flat=True))
     domains = {d.name: d for d in driver.list_domains()}
 
-    for name in sorted(domains):
-        if name.startswith(prefix) and name not in desktops and name not in recently_created:
+    strangers = [name for name in domains if name.startswith(prefix) and name not in desktops]
+    # A domain of a desktop that lives on another host: arriving there by live migration right
+    # now (leave it), or a stale copy on a host that came back after its desktops were
+    # restarted elsewhere (destroy it: never two copies running; the disks are not touched).
+    elsewhere = dict(Desktop.objects.filter(name__in=strangers).exclude(state=S.DELETED)
+                     .values_list("name", "state"))
+    for name in sorted(strangers):
+        if elsewhere.get(name) == S.MIGRATING:
+            continue
+        if name in elsewhere:
+            driver.undefine_domain(name)
+            done["stale_copies"].append(name)
+            _event(host, f"destroyed a stale copy of {name}: that desktop runs on another host now")
+        elif name not in recently_created:
             driver.undefine_domain(name)
             done["orphan_domains"].append(name)
             _event(host, f"removed orphan domain {name} (no desktop owns it)")
@@ -98,13 +110,14 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
 
     for desktop in desktops.values():
         domain = domains.get(desktop.name)
+        # `where`: a desktop that moved to another host since the listing is not judged here.
         if desktop.state in (S.RUNNING, S.STOPPED, S.STOPPING) and domain is None:
             if desktop.transition(S.FAILED, expected=desktop.state, message="domain vanished from the host",
-                                  last_error="its virtual machine vanished from the host"):
+                                  last_error="its virtual machine vanished from the host", where={"host": host}):
                 done["vanished"].append(desktop.name)
         elif desktop.state == S.RUNNING and domain is not None and domain.state == "shutoff":
             if desktop.transition(S.STOPPED, expected=S.RUNNING, message="the guest powered itself off",
-                                  vnc_port=None, spice_port=None):
+                                  vnc_port=None, spice_port=None, where={"host": host}):
                 done["powered_off"].append(desktop.name)
         elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
             _unstick(desktop, done)
@@ -113,7 +126,13 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
 
 def _unstick(desktop: Desktop, done: dict) -> None:
     minutes = int(STUCK_AFTER.total_seconds() // 60)
-    if desktop.state == S.DELETING:
+    if desktop.state == S.MIGRATING:
+        from .live_migration import settle_interrupted_migration
+
+        desktop.note(f"move stuck for over {minutes} min; asking both hosts where it runs")
+        settle_interrupted_migration(desktop_id=desktop.pk)
+        done["retried"].append(desktop.name)
+    elif desktop.state == S.DELETING:
         desktop.note(f"deletion stuck for over {minutes} min; retrying")
         enqueue_for_host("broker.tasks.delete_desktop_task", desktop.pk, host=desktop.host)
         done["retried"].append(desktop.name)

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from broker.models import Desktop, DesktopState
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_for_page
+from tests.support.browser import CANVAS_INK, browser, type_like_a_person, wait_for_file_text, wait_for_page  # noqa: F401
 from tests.support.measurements import write_measurement
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
@@ -19,58 +19,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(tr
 # Playwright's sync API keeps an event loop in this thread; the ORM calls below are plain
 # blocking calls between browser steps, which is safe.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-# Share of canvas pixels that differ from black: the VGA text console of the guest.
-CANVAS_INK = """() => {
-  const canvas = document.querySelector('#screen canvas');
-  if (!canvas || !canvas.width || !canvas.height) return 0;
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let ink = 0;
-  for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 60) ink++;
-  return ink / (data.length / 4);
-}"""
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed: scripts/install-deps.sh --test installs it")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        yield context
-        context.close()
-
-
-SHIFTED = {">": "Shift+Period", "<": "Shift+Comma", "|": "Shift+Backslash", "_": "Shift+Minus"}
-
-
-def type_like_a_person(page, text: str):
-    """Press Shift for shifted characters, as a person does. (Playwright's keyboard.type sends
-    '>' as the Period key without Shift, and noVNC forwards physical key codes to QEMU.)"""
-    for char in text:
-        if char in SHIFTED:
-            page.keyboard.press(SHIFTED[char])
-        elif char.isupper():
-            page.keyboard.press(f"Shift+Key{char}")
-        else:
-            page.keyboard.press("Space" if char == " " else char)
-        page.wait_for_timeout(30)
-
-
-def wait_for_file_text(path: str, text: str, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if os.path.exists(path) and text in Path(path).read_text(errors="replace"):
-            return time.monotonic() - start
-        time.sleep(0.1)
-    tail = Path(path).read_text(errors="replace")[-500:] if os.path.exists(path) else "(no log file)"
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s; it ends with:\n{tail}")
 
 
 def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack, browser, employee, pool):

@@ -10,9 +10,8 @@ import pytest
 
 from broker.models import Pool
 from broker.console import control as console_control
-from tests.e2e.test_browser_journey import CANVAS_INK, browser, type_like_a_person, wait_for_file_text  # noqa: F401
 from tests.test_console_passwords import live_password
-from tests.support.browser import wait_for_page
+from tests.support.browser import CANVAS_INK, browser, type_like_a_person, wait_for_file_text, wait_for_page  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

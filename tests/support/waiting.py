@@ -23,7 +23,12 @@ def wait_for_state(desktop, state: str, *, timeout: float = 60):
             raise AssertionError(f"{current.name} failed: {current.last_error}")
         return current if current.state == state else None
 
-    return wait_until(reached, timeout=timeout, what=f"{desktop.name} to be {state}")
+    try:
+        return wait_until(reached, timeout=timeout, what=f"{desktop.name} to be {state}")
+    except AssertionError as timed_out:
+        current = Desktop.objects.get(pk=desktop.pk)
+        events = list(current.events.order_by("-created_at", "-id").values_list("to_state", "message")[:6])
+        raise AssertionError(f"{timed_out}; it is {current.state} on {current.host}; latest events: {events}") from None
 
 
 def file_contains(path: str, needle: bytes) -> bool:
