@@ -5,6 +5,7 @@ from .farms import PublishedApp
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
 from .pools import Pool
+from .schedules import PoolScheduleRule
 from .sessions import ConsoleSession
 from .tickets import ConsoleTicket
 
@@ -21,5 +22,6 @@ __all__ = [
     "Host",
     "IllegalTransition",
     "Pool",
+    "PoolScheduleRule",
     "PublishedApp",
 ]

@@ -134,11 +134,13 @@ class Desktop(models.Model):
         return f"{self.host.serial_log_dir.rstrip('/')}/{self.name}.log"
 
     def transition(self, to_state: str, *, expected: str | set | frozenset | None = None, message: str = "",
-                   actor=None, **fields) -> bool:
+                   actor=None, where: dict | None = None, **fields) -> bool:
         """Move from `expected` (default: the state this instance holds) to `to_state`.
 
         Returns False, changing nothing, if the row is no longer in an expected state (another
-        worker moved it first). Extra `fields` are written in the same UPDATE.
+        worker moved it first), or no longer meets the extra conditions `where` (e.g.
+        {"user__isnull": True}: a spare that nobody claimed meanwhile). Extra `fields` are
+        written in the same UPDATE.
         """
         if expected is None:
             expected = {self.state}
@@ -153,7 +155,7 @@ class Desktop(models.Model):
             # won, and which state we left, without a read-then-write race on any database.
             from_state = None
             for candidate in sorted(expected):
-                won = Desktop.objects.filter(pk=self.pk, state=candidate).update(
+                won = Desktop.objects.filter(pk=self.pk, state=candidate, **(where or {})).update(
                     state=to_state, state_changed_at=now, **fields
                 )
                 if won:
