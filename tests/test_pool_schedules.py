@@ -404,22 +404,31 @@ def post_rules(client, pool, rules):
             if v is not None and v is not False and v != ""}
     data.update({"entitlements-TOTAL_FORMS": "0", "entitlements-INITIAL_FORMS": "0",
                  "schedule_rules-TOTAL_FORMS": str(len(rules)), "schedule_rules-INITIAL_FORMS": "0"})
-    for n, (days, start, end, count, name) in enumerate(rules):
+    for n, (days, start, end, count, name, *powered_on) in enumerate(rules):
         data.update({f"schedule_rules-{n}-name": name, f"schedule_rules-{n}-weekdays": [str(d) for d in days],
                      f"schedule_rules-{n}-start_time": start, f"schedule_rules-{n}-end_time": end,
-                     f"schedule_rules-{n}-min_spares": count, f"schedule_rules-{n}-spares_powered_on": "on"})
+                     f"schedule_rules-{n}-min_spares": count})
+        if powered_on != [False]:  # an unticked checkbox is not sent at all
+            data[f"schedule_rules-{n}-spares_powered_on"] = "on"
     return client.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
 
 
 def test_the_admin_adds_rules_inline(admin_client_logged_in, floating):
+    """The README's example: windows that end where the next begins do not overlap."""
+    Pool.objects.filter(pk=floating.pk).update(max_desktops=25)
+    floating.refresh_from_db()
+    weekdays = [MON, TUE, WED, THU, FRI]
     response = post_rules(admin_client_logged_in, floating, [
-        ([MON, TUE, WED, THU, FRI], "08:00", "10:00", 3, "Morning rush"),
-        ([FRI], "20:00", "06:00", 0, "Friday night"),
+        (weekdays, "06:00", "08:00", 5, "Early"),
+        (weekdays, "08:00", "10:00", 20, "Morning rush"),
+        (weekdays, "10:00", "20:00", 5, "Day"),
+        ([SAT, SUN], "00:00", "00:00", 0, "Weekend", False),
     ])
     assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.non_form_errors()
-    rush, night = PoolScheduleRule.objects.filter(pool=floating).order_by("start_time")
-    assert (rush.weekdays, rush.min_spares, rush.name) == (WEEKDAYS, 3, "Morning rush")
-    assert (night.weekdays, night.start_time, night.end_time) == (FRI, time(20), time(6))
+    weekend, early, rush, day = PoolScheduleRule.objects.filter(pool=floating).order_by("start_time", "pk")
+    assert (rush.weekdays, rush.min_spares, rush.name, rush.spares_powered_on) == (WEEKDAYS, 20, "Morning rush", True)
+    assert (weekend.weekdays, weekend.start_time, weekend.end_time) == (SAT | SUN, time(0), time(0))
+    assert wanted(floating, "Fri 19:59") == (5, True) and wanted(floating, "Sat 12:00") == (0, False)
 
 
 def test_the_admin_refuses_overlapping_rules_and_says_where(admin_client_logged_in, floating):
