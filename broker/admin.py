@@ -194,8 +194,13 @@ class PoolScheduleRuleInline(admin.TabularInline):
     extra = 0
     fields = ["name", "weekdays", "start_time", "end_time", "min_spares", "spares_powered_on"]
 
-    class Media:
-        css = {"all": ["broker/admin/schedules.css"]}
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        from django.contrib.admin.widgets import AdminTimeWidget
+        from django.db import models
+
+        if isinstance(db_field, models.TimeField):
+            kwargs["widget"] = AdminTimeWidget(format="%H:%M")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def __init__(self, *args, **kwargs):
         from django.conf import settings
@@ -207,14 +212,17 @@ class PoolScheduleRuleInline(admin.TabularInline):
 
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "kind", "image", "in_use", "spares_ready", "capacity_now", "provisioning",
-                    "failed", "live_of_max", "health", "last_reconciled_at"]
+    list_display = ["display_name", "kind", "image", "in_use", "spares_ready", "provisioning", "failed",
+                    "live_of_max", "health", "last_reconciled_at"]
     list_filter = ["kind", "protocol", "is_enabled"]
     search_fields = ["name", "display_name"]
     readonly_fields = ["overview", "capacity_schedule", "consecutive_failures", "backoff_until",
                        "last_reconciled_at"]
     inlines = [EntitlementInline, PoolScheduleRuleInline, PublishedAppInline]
     actions = ["reconcile_now", "recompose_now"]
+
+    class Media:
+        css = {"all": ["broker/admin/schedules.css"]}
 
     def get_inlines(self, request, obj):
         # Published applications belong to farms, capacity schedules to pools that keep spares.
@@ -252,18 +260,20 @@ class PoolAdmin(admin.ModelAdmin):
     def in_use(self, obj):
         return obj._in_use
 
-    @admin.display(description="Spares ready")
+    @admin.display(description="Spares ready / wanted")
     def spares_ready(self, obj):
+        """'3 / 4 on' and, when the capacity schedule changes it, '→ 2 off Mon 10:00' below."""
+        from django.utils.html import format_html
+
         from .selectors import pool_capacity
 
-        return f"{obj._spares} / {pool_capacity(pool=obj).spares}"
-
-    @admin.display(description="Spares now / next")
-    def capacity_now(self, obj):
-        """'4 on → 2 off Mon 10:00': spares wanted now, powered on or off, and the next change."""
-        from .selectors import pool_capacity
-
-        return "-" if obj.is_farm else pool_capacity(pool=obj).describe_short()
+        if obj.is_farm:
+            return "-"
+        capacity = pool_capacity(pool=obj)
+        if capacity.next is None:
+            return f"{obj._spares} / {capacity.current.short_label}"
+        return format_html('{} / {}<br><span class="quiet vdi-next-change">→ {} {}</span>', obj._spares,
+                           capacity.current.short_label, capacity.next.short_label, capacity.next_at_label)
 
     @admin.display(description="Capacity now / next change")
     def capacity_schedule(self, obj):

@@ -28,7 +28,8 @@ class Capacity:
 
     @property
     def short_label(self) -> str:
-        return f"{self.spares} {'on' if self.powered_on else 'off'}"
+        """'4 on', '2 off', '0' (no spares: no power state to tell)."""
+        return f"{self.spares} {'on' if self.powered_on else 'off'}" if self.spares else "0"
 
     @property
     def source(self) -> str:
@@ -73,11 +74,6 @@ class PoolCapacity:
             return self.current.label
         return f"{self.current.label} — until {self.next_at_label}, then {self.next.label}"
 
-    def describe_short(self) -> str:
-        """'4 on → 2 off Mon 10:00', for the pool list."""
-        if self.next is None:
-            return self.current.short_label
-        return f"{self.current.short_label} → {self.next.short_label} {self.next_at_label}"
 
 
 def pool_capacity(*, pool, now: datetime | None = None) -> PoolCapacity:

@@ -88,7 +88,6 @@ def test_the_next_change_is_the_next_boundary_that_changes_something(office):
     during = pool_capacity(pool=office, now=at("Mon 08:00"))
     assert during.next_at == at("Mon 10:00")
     assert during.describe() == "20 spares, powered on — until Mon 10:00, then 2 spares, powered off"
-    assert during.describe_short() == "20 on → 2 off Mon 10:00"
     # Friday after the rush: the weekend has no rule, the next change is Monday's.
     assert pool_capacity(pool=office, now=at("Fri 10:00")).next_at == at("Mon 08:00").replace(day=10)
 
@@ -263,6 +262,22 @@ def test_desktops_users_have_are_never_removed_or_powered_off(scheduled, employe
     assert spares(scheduled, S.DELETING) == 2
 
 
+def test_a_spare_claimed_between_the_reconcilers_read_and_its_write_is_not_deleted(scheduled, employee,
+                                                                                   django_capture_on_commit_callbacks):
+    from broker.services.assignment import launch_desktop
+    from broker.services.pools import STILL_A_SPARE
+
+    with django_capture_on_commit_callbacks():
+        reconcile_pool(pool_id=scheduled.pk, now=at("Mon 08:00"))
+        provisioned(scheduled)
+        read_by_the_reconciler = Desktop.objects.filter(pool=scheduled).order_by("pk").first()
+        Desktop.objects.exclude(pk=read_by_the_reconciler.pk).delete()
+        mine = launch_desktop(user=employee, pool=scheduled)  # the launch lands first
+    assert mine.pk == read_by_the_reconciler.pk
+    assert not read_by_the_reconciler.transition(S.DELETING, expected={S.RUNNING, S.STOPPED}, where=STILL_A_SPARE)
+    assert Desktop.objects.get(pk=mine.pk).state == S.RUNNING
+
+
 def test_a_powered_off_window_shuts_spares_down_and_the_next_starts_them(scheduled,
                                                                          django_capture_on_commit_callbacks):
     scheduled.min_spares = 2
@@ -394,7 +409,8 @@ def test_the_pool_pages_show_the_capacity_now_and_the_next_change(admin_client_l
     assert expected.describe() in page
     assert "Capacity schedule (times in UTC" in page
     listing = admin_client_logged_in.get(reverse("admin:broker_pool_changelist")).content.decode()
-    assert expected.describe_short() in listing
+    now, then = expected.current.short_label, expected.next.short_label  # e.g. "4 on", "1 on"
+    assert f"0 / {now}<br>" in listing and "schedules.css" in listing and f"→ {then} {expected.next_at_label}</span>" in listing
 
 
 def post_rules(client, pool, rules):
