@@ -330,6 +330,17 @@ def test_a_boundary_is_written_down_once_for_the_admins(scheduled, django_captur
     assert BrokerEvent.objects.filter(pool=scheduled).count() == 2
 
 
+def test_deleting_the_rule_in_force_gives_the_pool_its_own_settings_back(scheduled,
+                                                                          django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        reconcile_pool(pool_id=scheduled.pk, now=at("Mon 08:00"))
+        provisioned(scheduled)
+        assert Pool.objects.get(pk=scheduled.pk).schedule_rule_in_force.name == "Morning rush"
+        PoolScheduleRule.objects.filter(pool=scheduled).delete()
+        assert Pool.objects.get(pk=scheduled.pk).schedule_rule_in_force is None
+        assert reconcile_pool(pool_id=scheduled.pk, now=at("Mon 08:01"))["removed_surplus"] == 3
+
+
 @pytest.mark.libvirt
 def test_a_spare_built_in_a_powered_off_window_is_kept_off(scheduled, host, django_capture_on_commit_callbacks):
     """On the real libvirtd: cloned and defined, not started."""
