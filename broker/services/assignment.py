@@ -69,8 +69,9 @@ def _claim_spare(*, user, pool: Pool) -> Desktop | None:
                 )
                 if spare is None:
                     return None
-                # Still a ready spare: the schedule may be removing or powering it down.
-                won = Desktop.objects.filter(pk=spare.pk, user__isnull=True, state__in=(S.RUNNING, S.STOPPED)).update(
+                # Still a ready spare: the pool may be removing it or powering it down meanwhile.
+                won = Desktop.objects.filter(pk=spare.pk, user__isnull=True,
+                                             state__in=(S.RUNNING, S.STOPPED)).update(
                     user=user, assigned_at=timezone.now()
                 )
                 if won:
