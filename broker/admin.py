@@ -13,8 +13,10 @@ from .models import (
     GoldenImageVersion,
     Host,
     Pool,
+    PoolScheduleRule,
     PublishedApp,
 )
+from .models.schedules import first_overlap, week_second_label
 from .enqueue import enqueue_for_host
 from .models.desktops import LIVE_STATES
 
@@ -168,25 +170,73 @@ class EntitlementInline(admin.TabularInline):
     autocomplete_fields = ["user", "group"]
 
 
+class ScheduleRuleFormSet(forms.BaseInlineFormSet):
+    """Rules of one pool may not overlap: at any moment at most one applies, and the pool's
+    page can say plainly what happens next. Checked here, across the rules as submitted."""
+
+    def clean(self):
+        super().clean()
+        rules = [form.instance for form in self.forms
+                 if form.is_valid() and form.cleaned_data and not self._should_delete_form(form)]
+        overlap = first_overlap(rules)
+        if overlap:
+            a, b, at = overlap
+            raise forms.ValidationError(
+                f"“{a}” ({a.when_label}) and “{b}” ({b.when_label}) overlap from {week_second_label(at)}. "
+                "At any time at most one rule may apply: shorten one, or split it.")
+
+
+class PoolScheduleRuleInline(admin.TabularInline):
+    """Dedicated and floating pools: spares and their power state by weekday and time."""
+
+    model = PoolScheduleRule
+    formset = ScheduleRuleFormSet
+    extra = 0
+    fields = ["name", "weekdays", "start_time", "end_time", "min_spares", "spares_powered_on"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        from django.contrib.admin.widgets import AdminTimeWidget
+        from django.db import models
+
+        if isinstance(db_field, models.TimeField):
+            kwargs["widget"] = AdminTimeWidget(format="%H:%M")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        from django.conf import settings
+
+        super().__init__(*args, **kwargs)
+        self.verbose_name_plural = (f"Capacity schedule (times in {settings.TIME_ZONE}; outside every rule the "
+                                    "pool's own spares and power setting apply)")
+
+
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     list_display = ["display_name", "kind", "image", "in_use", "spares_ready", "provisioning", "failed",
                     "live_of_max", "health", "last_reconciled_at"]
     list_filter = ["kind", "protocol", "is_enabled"]
     search_fields = ["name", "display_name"]
-    readonly_fields = ["overview", "consecutive_failures", "backoff_until", "last_reconciled_at"]
-    inlines = [EntitlementInline, PublishedAppInline]
+    readonly_fields = ["overview", "capacity_schedule", "consecutive_failures", "backoff_until",
+                       "last_reconciled_at"]
+    inlines = [EntitlementInline, PoolScheduleRuleInline, PublishedAppInline]
     actions = ["reconcile_now", "recompose_now"]
 
+    class Media:
+        css = {"all": ["broker/admin/schedules.css"]}
+
     def get_inlines(self, request, obj):
-        # Published applications belong to farms; a VM pool's page does not offer them.
-        return [EntitlementInline, PublishedAppInline] if obj is not None and obj.is_farm else [EntitlementInline]
+        # Published applications belong to farms, capacity schedules to pools that keep spares.
+        if obj is not None and obj.is_farm:
+            return [EntitlementInline, PublishedAppInline]
+        return [EntitlementInline, PoolScheduleRuleInline]
     fieldsets = [
         (None, {"fields": ["overview", "name", "display_name", "description", "kind", "image", "host",
                            "is_enabled"]}),
         ("Desktops", {"fields": ["vcpus", "memory_mib", "protocol", "linked_clones", "data_disk_gib",
                                  "naming_pattern"]}),
-        ("Capacity", {"fields": ["min_spares", "max_desktops", "spares_powered_on"]}),
+        ("Capacity", {"fields": ["min_spares", "max_desktops", "spares_powered_on", "capacity_schedule"],
+                      "description": "Spares and their power state when no rule of the capacity schedule "
+                                     "(below) applies."}),
         ("Farm (shared sessions)", {"fields": ["farm_offers_desktop", "max_sessions_per_host",
                                                "max_concurrent_logons_per_host", "session_geometry"]}),
         ("Image updates", {"fields": ["recompose_after"]}),
@@ -196,7 +246,7 @@ class PoolAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         S = DesktopState
-        return super().get_queryset(request).annotate(
+        return super().get_queryset(request).prefetch_related("schedule_rules").annotate(
             _in_use=Count("desktops", filter=Q(desktops__user__isnull=False, desktops__state__in=LIVE_STATES)),
             _spares=Count("desktops", filter=Q(desktops__user__isnull=True,
                                                desktops__state__in=(S.RUNNING, S.STOPPED))),
@@ -210,9 +260,33 @@ class PoolAdmin(admin.ModelAdmin):
     def in_use(self, obj):
         return obj._in_use
 
-    @admin.display(description="Spares ready")
+    @admin.display(description="Spares ready / wanted")
     def spares_ready(self, obj):
-        return f"{obj._spares} / {obj.min_spares}"
+        """'3 / 4 on' and, when the capacity schedule changes it, '→ 2 off Mon 10:00' below."""
+        from django.utils.html import format_html
+
+        from .selectors import pool_capacity
+
+        if obj.is_farm:
+            return "-"
+        capacity = pool_capacity(pool=obj)
+        if capacity.next is None:
+            return f"{obj._spares} / {capacity.current.short_label}"
+        return format_html('{} / {}<br><span class="quiet vdi-next-change">→ {} {}</span>', obj._spares,
+                           capacity.current.short_label, capacity.next.short_label, capacity.next_at_label)
+
+    @admin.display(description="Capacity now / next change")
+    def capacity_schedule(self, obj):
+        from django.conf import settings
+
+        from .selectors import pool_capacity
+
+        if not obj.pk or obj.is_farm:
+            return "-"
+        capacity = pool_capacity(pool=obj)
+        source = f" (rule “{capacity.rule}”)" if capacity.rule else ""
+        zone = f" ({settings.TIME_ZONE})" if capacity.next else ""
+        return f"{capacity.describe()}{zone}{source}"
 
     @admin.display(description="Provisioning")
     def provisioning(self, obj):

@@ -2,6 +2,7 @@
 
 from django.db.models import Q, Sum
 
+from .capacity import pool_capacity  # noqa: F401  (a pool's spares and power now, and their next change)
 from .models import Desktop, DesktopState, Host, Pool
 from .models.desktops import LIVE_STATES
 

@@ -148,7 +148,8 @@ SESSION_COOKIE_SECURE = env_bool("VDI_HTTPS", False)
 CSRF_COOKIE_SECURE = env_bool("VDI_HTTPS", False)
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The site's time zone: how the admin shows times, and the clock pools' capacity schedules follow.
+TIME_ZONE = os.environ.get("VDI_TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 

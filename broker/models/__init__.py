@@ -6,6 +6,7 @@ from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
 from .live_migrations import LiveMigration
 from .pools import Pool
+from .schedules import PoolScheduleRule
 from .sessions import ConsoleSession
 from .tickets import ConsoleTicket
 
@@ -23,5 +24,6 @@ __all__ = [
     "IllegalTransition",
     "LiveMigration",
     "Pool",
+    "PoolScheduleRule",
     "PublishedApp",
 ]

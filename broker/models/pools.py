@@ -74,6 +74,10 @@ class Pool(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
     backoff_until = models.DateTimeField(null=True, blank=True, editable=False)
     last_reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The capacity schedule's rule the reconciler last applied (empty: the pool's own settings);
+    # a change is a schedule boundary, written down as a BrokerEvent once.
+    schedule_rule_in_force = models.ForeignKey("broker.PoolScheduleRule", on_delete=models.SET_NULL, null=True,
+                                               blank=True, editable=False, related_name="+")
     revoked_desktop_grace_hours = models.FloatField(
         null=True,
         blank=True,

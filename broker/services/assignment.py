@@ -69,7 +69,9 @@ def _claim_spare(*, user, pool: Pool) -> Desktop | None:
                 )
                 if spare is None:
                     return None
-                won = Desktop.objects.filter(pk=spare.pk, user__isnull=True).update(
+                # Still a ready spare: the pool may be removing it or powering it down meanwhile.
+                won = Desktop.objects.filter(pk=spare.pk, user__isnull=True,
+                                             state__in=(S.RUNNING, S.STOPPED)).update(
                     user=user, assigned_at=timezone.now()
                 )
                 if won:

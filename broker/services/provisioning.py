@@ -8,13 +8,14 @@ clone returns the volume that is already there, and the state moves by compare-a
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ..capacity import pool_capacity
 from ..hypervisor import DomainNotFound, DomainSpec, HypervisorError, driver_for_host
 from ..models import BrokerEvent, Desktop, DesktopState, Pool
 from ..console import control as console_control
@@ -96,8 +97,9 @@ def new_desktop(*, pool: Pool, host, version, user=None, application=None) -> De
 
 # -- provisioning --------------------------------------------------------------------------------
 
-def provision_desktop(*, desktop_id: int) -> Desktop | None:
-    """Clone, define and start (or keep off, for a powered-off spare) a queued desktop."""
+def provision_desktop(*, desktop_id: int, now: datetime | None = None) -> Desktop | None:
+    """Clone, define and start (or keep off, for a spare while the pool's capacity at `now`
+    says spares are powered off) a queued desktop."""
     desktop = _load(desktop_id)
     if desktop is None:
         log.info("desktop %s is gone; nothing to provision", desktop_id)
@@ -111,7 +113,7 @@ def provision_desktop(*, desktop_id: int) -> Desktop | None:
 
     if desktop.state == S.CLONING:
         _build_disks_and_define(desktop, driver)
-        if desktop.is_spare and not desktop.pool.spares_powered_on:
+        if desktop.is_spare and not pool_capacity(pool=desktop.pool, now=now).powered_on:
             if desktop.transition(S.STOPPED, expected=S.CLONING, message="spare ready (kept powered off)"):
                 _provisioning_succeeded(desktop.pool)
             return _load(desktop_id)
@@ -281,7 +283,7 @@ def _provisioning_succeeded(pool: Pool) -> None:
 def _refill_soon(pool: Pool) -> None:
     """A provisioning slot on the host just freed up: let the pool fill it now, not at the next
     periodic pass (with 4 clones in flight and a 30 s beat, 20 spares took 121 s that way)."""
-    if pool.min_spares:
+    if pool_capacity(pool=pool).spares:
         enqueue_after_commit("broker.tasks.reconcile_pool_task", pool.pk)
 
 
