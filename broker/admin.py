@@ -12,6 +12,7 @@ from .models import (
     GoldenImage,
     GoldenImageVersion,
     Host,
+    LiveMigration,
     Pool,
     PoolScheduleRule,
     PublishedApp,
@@ -37,7 +38,19 @@ class HostAdmin(admin.ModelAdmin):
             return "-"
         return (f"celery -A config worker -Q {obj.agent_queue} --pool threads --concurrency 8 "
                 f"-n {obj.agent_queue}@%h   (as root, with the portal's DATABASE_URL and REDIS_URL)")
-    actions = ["drain", "end_maintenance", "check_now"]
+    actions = ["drain_and_move", "drain", "end_maintenance", "check_now"]
+
+    @admin.action(description="Drain and move running desktops away (live migration to hosts of the same "
+                              "storage group)", permissions=["change"])
+    def drain_and_move(self, request, queryset):
+        from .services.live_migration import drain_host
+
+        for host in queryset:
+            drained = drain_host(host=host, actor=request.user, migrate=True)
+            self.message_user(request, f"{host.name}: in maintenance; {len(drained['moving'])} running desktop(s) "
+                                       "moving away (see Live migrations for their progress).")
+            for reason in drained["staying"][:10]:
+                self.message_user(request, f"{reason} It runs on until its user logs off.", messages.WARNING)
 
     @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)",
                   permissions=["change"])
@@ -364,7 +377,22 @@ class DesktopAdmin(admin.ModelAdmin):
     fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
               "vnc_port", "spice_port", "uuid", "created_at"]
     inlines = [DesktopEventInline]
-    actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message"]
+    actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message", "move_to_another_host"]
+
+    @admin.action(description="Move to another host (live migration; the user's console reconnects by itself)",
+                  permissions=["change"])
+    def move_to_another_host(self, request, queryset):
+        from .services.live_migration import CannotMigrate, request_migration
+
+        moving = 0
+        for desktop in queryset.select_related("host", "pool"):
+            try:
+                request_migration(desktop=desktop, reason=LiveMigration.Reason.ADMIN, actor=request.user)
+                moving += 1
+            except CannotMigrate as refused:
+                self.message_user(request, str(refused), messages.WARNING)
+        if moving:
+            self.message_user(request, f"{moving} desktop(s) moving; see Live migrations for their progress.")
 
     @admin.display(description="Age")
     def age(self, obj):
@@ -492,4 +520,47 @@ class ConsoleSessionAdmin(admin.ModelAdmin):
                        "close_code", "close_reason", "bytes_to_client", "bytes_to_desktop"]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(LiveMigration)
+class LiveMigrationAdmin(admin.ModelAdmin):
+    """What moved where, how far a move has got (the page refreshes itself while one runs), and
+    why a move failed."""
+
+    list_display = ["created_at", "desktop", "source", "destination", "state", "progress", "took", "reason",
+                    "requested_by"]
+    list_filter = ["state", "reason", "source", "destination"]
+    search_fields = ["desktop__name"]
+    list_select_related = ["desktop", "source", "destination", "requested_by"]
+    readonly_fields = [field.name for field in LiveMigration._meta.fields]
+
+    class Media:
+        js = ["broker/admin/refresh-while-moving.js"]
+
+    @admin.display(description="Progress")
+    def progress(self, obj):
+        from django.utils.html import format_html
+
+        if obj.state == LiveMigration.State.FAILED:
+            return obj.error[:160]
+        percent = obj.percent_done
+        moving = not obj.is_finished
+        label = "waiting" if obj.state == LiveMigration.State.QUEUED else (
+            f"{percent} %" if percent is not None else "starting")
+        if obj.data_total_bytes and not moving:
+            label = f"{obj.data_total_bytes / 2**20:.0f} MiB copied"
+        return format_html('<span{}>{}</span>', " data-moving" if moving else "", label)
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return f"{obj.duration_s:.1f} s" if obj.duration_s is not None else "-"
+
+    def has_add_permission(self, request):
+        return False  # moves start from a drain or the desktops' action
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -63,11 +63,18 @@ def unseal_password(sealed: str, token: str) -> str:
     return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
 
 
+def _refuse_unless_running(desktop: Desktop) -> None:
+    if desktop.state == DesktopState.MIGRATING:
+        # Seconds from now it runs on its new host: the page tries again by itself (1012).
+        raise ConsoleRefused(CloseCode.RECONNECT, "The desktop is moving to another server; reconnecting.")
+    if desktop.state != DesktopState.RUNNING:
+        raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+
+
 def _check_may_open(*, user, session_key: str | None, desktop: Desktop) -> None:
     if desktop.user_id != user.pk or not selectors.is_entitled(user=user, pool=desktop.pool):
         raise ConsoleRefused(CloseCode.NOT_ENTITLED, "This desktop is not yours.")
-    if desktop.state != DesktopState.RUNNING:
-        raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+    _refuse_unless_running(desktop)
     if not session_key:
         raise ConsoleRefused(CloseCode.NOT_LOGGED_IN, "Log in first.")
 
@@ -157,8 +164,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
     desktop = Desktop.objects.select_related("host", "pool").get(pk=ticket.desktop_id)
     if desktop.user_id != user.pk or not selectors.is_entitled(user=user, pool=desktop.pool):
         raise ConsoleRefused(CloseCode.NOT_ENTITLED, "You are no longer entitled to this desktop.")
-    if desktop.state != DesktopState.RUNNING:
-        raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
+    _refuse_unless_running(desktop)
     if first_use or not ticket.port:
         port = console_port_now(desktop=desktop, protocol=ticket.protocol, granted_port=ticket.port)
     else:  # another channel of a SPICE session whose main channel resolved it seconds ago
@@ -243,7 +249,7 @@ def console_still_allowed(*, user_id: int, desktop_id: int, session_key: str) ->
     if user is None or desktop is None or desktop.user_id != user_id or not selectors.is_entitled(
             user=user, pool=desktop.pool):
         return ConsoleRefused(CloseCode.NOT_ENTITLED, "Your access to this desktop was withdrawn.")
-    if desktop.state != DesktopState.RUNNING:
+    if desktop.state not in (DesktopState.RUNNING, DesktopState.MIGRATING):  # a moving desktop still runs
         return ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, f"The desktop is {desktop.get_state_display().lower()}.")
     return None
 

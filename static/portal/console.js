@@ -271,7 +271,9 @@ function connectionLost(code, reason) {
   if (TRANSIENT.has(code) && attempts < MAX_ATTEMPTS) {
     attempts += 1;
     consoleState.reconnects += 1;
-    const wait = Math.min(1000 * 2 ** (attempts - 1), 8000);
+    // 1012 is the broker asking for a reconnect (the desktop moved to another host): the new
+    // place is ready, so the first try goes at once; others back off.
+    const wait = code === 1012 && attempts === 1 ? 100 : Math.min(1000 * 2 ** (attempts - 1), 8000);
     setStatus(`${message} Reconnecting in ${wait / 1000} s (attempt ${attempts} of ${MAX_ATTEMPTS})…`, "warning");
     reconnectTimer = setTimeout(openConsole, wait);
     return;
