@@ -38,7 +38,31 @@ class HostAdmin(admin.ModelAdmin):
             return "-"
         return (f"celery -A config worker -Q {obj.agent_queue} --pool threads --concurrency 8 "
                 f"-n {obj.agent_queue}@%h   (as root, with the portal's DATABASE_URL and REDIS_URL)")
-    actions = ["drain_and_move", "drain", "end_maintenance", "check_now"]
+    actions = ["drain_and_move", "drain", "end_maintenance", "check_now", "confirm_powered_off",
+               "return_to_service"]
+
+    @admin.action(description="The host is off (fenced by hand): restart its dedicated desktops on other hosts",
+                  permissions=["change"])
+    def confirm_powered_off(self, request, queryset):
+        from .services.high_availability import declare_fenced
+
+        for host in queryset:
+            if host.is_online:
+                self.message_user(request, f"{host.name} answers: it is not dead. Drain it instead.", messages.ERROR)
+                continue
+            done = declare_fenced(host=host, how="an admin confirmed it is powered off", actor=request.user)
+            self.message_user(request, f"{host.name}: {len(done['restarted'])} desktop(s) restarting elsewhere, "
+                                       f"{len(done['rehomed'])} moved while off, {len(done['written_off'])} written "
+                                       f"off, {len(done['waiting'])} waiting (disks only on that host).")
+
+    @admin.action(description="Return to service after a fence (the host was repaired)", permissions=["change"])
+    def return_to_service(self, request, queryset):
+        fenced = list(queryset.filter(fenced_at__isnull=False))
+        Host.objects.filter(pk__in=[host.pk for host in fenced]).update(fenced_at=None, is_enabled=True)
+        for host in fenced:
+            BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
+                                       message=f"{host.name} returned to service by {request.user}")
+        self.message_user(request, f"{len(fenced)} host(s) take desktops again.")
 
     @admin.action(description="Drain and move running desktops away (live migration to hosts of the same "
                               "storage group)", permissions=["change"])

@@ -75,14 +75,28 @@ def delete_desktops_past_their_hold_task():
 @shared_task
 def reconcile_everything_task():
     """The periodic pass: check and reconcile every host, then every pool, then sessions."""
+    from django.db.models import Q
+
     from .models import Host, Pool
 
     # Session hosts report through their agents (broker.session_tasks.check_session_hosts_task).
-    for host in Host.objects.filter(is_enabled=True, kind=Host.Kind.HYPERVISOR):
+    # Fenced hosts too: one that comes back must lose its stale copies of desktops restarted elsewhere.
+    for host in Host.objects.filter(Q(is_enabled=True) | Q(fenced_at__isnull=False), kind=Host.Kind.HYPERVISOR):
         reconcile_host_task.apply_async(args=[host.pk], queue=host.task_queue)
     for pool_id in Pool.objects.values_list("pk", flat=True):
         reconcile_pool_task.delay(pool_id)
     enforce_disconnect_timeouts_task.delay()
+    fence_dead_hosts_task.delay()  # central: a dead host's own agent cannot do it
+
+
+@shared_task
+def fence_dead_hosts_task():
+    """High availability: fence the hypervisors unreachable past their threshold and bring
+    their desktops back elsewhere (broker/services/high_availability.py)."""
+    from .services.high_availability import fence_and_recover, hosts_due_for_fencing
+
+    for host in hosts_due_for_fencing():
+        fence_and_recover(host_id=host.pk)
 
 
 @shared_task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ class LibvirtDriver(HypervisorDriver):
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._local = threading.local()  # whether this thread's last call reused a cached connection
 
     # -- connection ------------------------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
@@ -63,10 +65,12 @@ class LibvirtDriver(HypervisorDriver):
             if self._conn is not None:
                 try:
                     if self._conn.isAlive():
+                        self._local.reused = True
                         return self._conn
                 except libvirt.libvirtError:
                     pass
                 self._drop()
+            self._local.reused = False
             try:
                 self._conn = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
@@ -359,6 +363,10 @@ class LibvirtDriver(HypervisorDriver):
                        on_progress=None, timeout_s: float = 600) -> None:
         if not isinstance(destination, LibvirtDriver):
             raise HypervisorError(f"cannot migrate {name} to a host of another kind of driver")
+        # Cheap calls first, so that a cached connection to a daemon that restarted since is
+        # replaced now rather than failing the migration half-way.
+        self.domain_info(name)
+        destination.host_capacity()
         domain = self._domain(name)
         destination_conn = destination._connection()
         # Client-managed migration (this process speaks to both daemons): no daemon needs to
@@ -419,3 +427,28 @@ class LibvirtDriver(HypervisorDriver):
         return MigrationProgress(data_total_bytes=stats.get("data_total", 0),
                                  data_processed_bytes=stats.get("data_processed", 0),
                                  data_remaining_bytes=stats.get("data_remaining", 0))
+
+
+def _once_more_after_a_lost_connection(method):
+    """A cached connection can be dead without libvirt knowing (the daemon restarted): when a
+    call on a reused connection finds it so, the connection is dropped (`_fail`) and the call,
+    idempotent, is made once more on a new one. A second failure is the host's answer."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except HostUnreachable:
+            if not getattr(self._local, "reused", False):
+                raise
+            log.info("%s: the cached connection was dead; trying %s once more", self.uri, method.__name__)
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+# Every operation but the migration itself (which starts with calls of this list).
+for _name in ("host_capacity", "ensure_storage_pool", "image_info", "clone_volume", "create_volume", "delete_volume",
+              "list_volumes", "define_domain", "start_domain", "shutdown_domain", "destroy_domain", "undefine_domain",
+              "domain_info", "list_domains", "graphics_ports", "set_console_password"):
+    setattr(LibvirtDriver, _name, _once_more_after_a_lost_connection(getattr(LibvirtDriver, _name)))

@@ -82,6 +82,16 @@ class Host(models.Model):
         max_length=255, blank=True,
         help_text="Address on the migration network where this host receives a migrating desktop's memory "
         "(tcp://ADDRESS). Empty: libvirt's choice (the host's name).")
+    fence_command = models.CharField(
+        max_length=500, blank=True,
+        help_text="High availability: a command that powers this host off for certain when it stops "
+        "answering (a fence agent: fence_ipmilan, fence_redfish, a PDU's; keep passwords in a file it reads, "
+        "not here). Exit status 0 means fenced. Run by the central workers.")
+    fence_after_seconds = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="High availability: declare the host dead when its libvirt has not answered this long, fence "
+        "it with the fence command and restart its dedicated desktops on other hosts of its storage group. "
+        "Empty: never by itself; an admin confirms that the host is off.")
     has_own_agent = models.BooleanField(
         default=False,
         help_text="Hypervisors: the host runs its own agent (a Celery worker on the host, on its own queue, "
@@ -102,6 +112,10 @@ class Host(models.Model):
     memory_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
     last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
+    offline_since = models.DateTimeField(null=True, blank=True, editable=False)
+    fenced_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When the host was declared dead and fenced; it takes no desktops until an admin enables it.")
     # Session hosts: what the agent reported with its last sign of life (last_checked_at).
     load_average = models.FloatField(null=True, blank=True, editable=False)
     memory_available_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)

@@ -37,13 +37,13 @@ def check_host(*, host_id: int) -> Host:
         capacity = driver_for_host(host).host_capacity()
     except HostUnreachable as exc:
         if Host.objects.filter(pk=host.pk, is_online=True).update(is_online=False, last_error=str(exc),
-                                                                   last_checked_at=now):
+                                                                   last_checked_at=now, offline_since=now):
             BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host,
                                        message=f"host went offline: {exc}")
         else:
             Host.objects.filter(pk=host.pk).update(last_error=str(exc), last_checked_at=now)
         return Host.objects.get(pk=host.pk)
-    if Host.objects.filter(pk=host.pk, is_online=False).update(is_online=True):
+    if Host.objects.filter(pk=host.pk, is_online=False).update(is_online=True, offline_since=None):
         BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=host, message="host is back online")
     Host.objects.filter(pk=host.pk).update(cpus=capacity.cpus, memory_mib=capacity.memory_mib, last_error="",
                                            last_checked_at=now)

@@ -160,7 +160,15 @@ def start_desktop(*, desktop_id: int) -> Desktop | None:
 
 
 def _start(desktop: Desktop, driver) -> Desktop:
-    driver.start_domain(desktop.name)
+    try:
+        driver.start_domain(desktop.name)
+    except DomainNotFound:
+        # Its disks are here but its definition is not: it was brought to this host from a
+        # dead one (same storage group), or the definition was lost. Define it again.
+        prepare_host_storage(desktop.host)
+        driver.define_domain(domain_spec(desktop))
+        desktop.note(f"defined on {desktop.host} again (its disks were there)")
+        driver.start_domain(desktop.name)
     ports = driver.graphics_ports(desktop.name)
     if ports.vnc is None and ports.spice is None:
         raise HypervisorError(f"{desktop.name} runs but its definition shows no console port")
