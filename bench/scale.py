@@ -23,9 +23,10 @@ Measured, each through the broker's real code, in this one process, one after th
 
   reconcile pass  what reconcile_everything_task fans out to the workers: for every host,
                   check_host + reconcile_host (as reconcile_host_task), then reconcile_pool for
-                  every pool. Reference, same run: libvirt-python alone asking every host for
-                  its domains and their states (and, second figure, every libvirt call the
-                  pass makes: getInfo, domains + states, volumes + info).
+                  every pool; the figure. Its third task, enforce_disconnect_timeouts, is timed
+                  after it, on its own line. Reference, same run: libvirt-python alone asking
+                  every host for its domains and their states (and, second figure, every
+                  libvirt call the pass makes: getInfo, domains + states, volumes + info).
   placement       launch_desktop() for --placements users with no desktop yet, in dedicated
                   pools without spares: entitlement check, pool lock, size check, pick_host,
                   the Desktop row, its event, the provisioning task published to Redis. The
@@ -424,10 +425,18 @@ def build_site(args, var_dir: Path, rng: random.Random) -> Site:
             sessions.append(ConsoleSession(user=users[desk.user], desktop=desktop, protocol="vnc",
                                            closed_at=now - timedelta(days=back - 1, hours=rng.uniform(0, 8)),
                                            last_seen_at=now - timedelta(days=back - 1), close_code=1000))
-        if desk.state == "running" and rng.random() < 0.6:  # someone at work in it now
+        if desk.state != "running":
+            continue
+        if rng.random() < 0.6:  # someone at work in it now
             sessions.append(ConsoleSession(user=users[desk.user], desktop=desktop, protocol="vnc",
                                            last_seen_at=now - timedelta(seconds=rng.uniform(0, 50)),
                                            last_input_at=now - timedelta(seconds=rng.uniform(0, 1800))))
+        else:
+            # Disconnected a while ago: within the pool's disconnect timeout (30 min) mostly, as
+            # earlier passes have dealt with the rest; a few just past it.
+            away = timedelta(minutes=rng.uniform(31, 40) if rng.random() < 0.02 else rng.uniform(1, 25))
+            sessions.append(ConsoleSession(user=users[desk.user], desktop=desktop, protocol="vnc",
+                                           closed_at=now - away, last_seen_at=now - away, close_code=1006))
     ConsoleSession.objects.bulk_create(sessions, batch_size=5000)
     DesktopEvent.objects.bulk_create(events, batch_size=5000)
     with connection.cursor() as cursor:
@@ -496,9 +505,10 @@ def libvirt_reference(hosts, *, storage_pool: str) -> tuple[float, float]:
 
 @dataclass
 class PassResult:
-    total_s: float
+    total_s: float  # hosts + pools
     host_s: list[float]
     pool_s: list[float]
+    timeouts_s: float  # enforce_disconnect_timeouts, the pass's third task
     did: dict
 
 
@@ -506,6 +516,7 @@ def reconcile_pass(site: Site) -> PassResult:
     """What the workers do for one reconcile_everything_task, one task after the other."""
     from broker.hypervisor import HostUnreachable
     from broker.models import Host, Pool
+    from broker.services.desktop_sessions import enforce_disconnect_timeouts
     from broker.services.hosts import check_host, reconcile_host
     from broker.services.pools import reconcile_pool
 
@@ -534,7 +545,10 @@ def reconcile_pass(site: Site) -> PassResult:
             if isinstance(value, bool):
                 continue
             did[f"pool_{key}"] = did.get(f"pool_{key}", 0) + int(value)
-    return PassResult(total_s=time.perf_counter() - t_pass, host_s=host_s, pool_s=pool_s, did=did)
+    total_s = time.perf_counter() - t_pass
+    t0 = time.perf_counter()
+    did["disconnected_too_long"] = enforce_disconnect_timeouts()
+    return PassResult(total_s=total_s, host_s=host_s, pool_s=pool_s, timeouts_s=time.perf_counter() - t0, did=did)
 
 
 @dataclass
@@ -637,6 +651,7 @@ def report(args, site: Site, reference: tuple[float, float], result: PassResult,
         f"{ms(statistics.median(result.host_s)):>6.1f}/{ms(max(result.host_s)):<5.1f}",
         f"{'  per pool (reconcile_pool) ms p50/max':<44}"
         f"{ms(statistics.median(result.pool_s)):>6.1f}/{ms(max(result.pool_s)):<5.1f}",
+        f"{'  then enforce_disconnect_timeouts s':<44}{result.timeouts_s:>12.3f}",
         f"{'  reference: libvirt domains + states s':<44}{domains_s:>12.3f}",
         f"{'  reference: every libvirt call of the pass s':<44}{all_calls_s:>12.3f}",
         f"{'  broker time over those libvirt calls s':<44}{result.total_s - all_calls_s:>12.3f}",
@@ -671,6 +686,7 @@ def report(args, site: Site, reference: tuple[float, float], result: PassResult,
         **figures,
         "targets": TARGETS,
         "targets_met": met,
+        "disconnect_timeouts_s": round(result.timeouts_s, 3),
         "reconcile_host_ms_p50": round(ms(statistics.median(result.host_s)), 2),
         "reconcile_host_ms_max": round(ms(max(result.host_s)), 2),
         "reconcile_pool_ms_p50": round(ms(statistics.median(result.pool_s)), 2),
