@@ -101,6 +101,12 @@ class Desktop(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The admin's list is in this order, and the reconciler reads the newest rows.
+            models.Index(fields=["created_at"], name="desktop_created_at_idx"),
+            # The reconciler looks up which desktops own the volumes it finds on a host.
+            models.Index(fields=["data_volume_name"], name="desktop_data_volume_idx"),
+        ]
         constraints = [
             # One live desktop per user and pool, however many launches race.
             models.UniqueConstraint(

@@ -7,7 +7,7 @@ never connected).
 
 from datetime import timedelta
 
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from ..models import Desktop, DesktopState, Pool
@@ -39,14 +39,14 @@ def end_desktop_session(*, desktop: Desktop, actor=None, reason: str) -> None:
 def desktops_disconnected_too_long(*, now=None):
     """Assigned, running desktops whose pool has a disconnect timeout that has passed."""
     now = now or timezone.now()
+    connected = live_console_sessions(now=now).filter(desktop=OuterRef("pk"))
     candidates = (
         Desktop.objects.filter(state=S.RUNNING, user__isnull=False, pool__disconnect_timeout_minutes__isnull=False)
+        .filter(~Exists(connected))  # someone is connected; in the query, not a query per desktop
         .select_related("pool", "host")
         .annotate(last_closed=Max("console_sessions__closed_at"))
     )
     for desktop in candidates:
-        if live_console_sessions(now=now).filter(desktop=desktop).exists():
-            continue  # someone is connected
         idle_since = max(filter(None, [desktop.last_closed, desktop.assigned_at, desktop.state_changed_at]))
         if now - idle_since >= timedelta(minutes=desktop.pool.disconnect_timeout_minutes):
             yield desktop
