@@ -3,7 +3,7 @@
     .venv/bin/python bench/scale.py [--hosts 50] [--desktops 10000] [--placements 1000]
 
 The bench builds a site in a PostgreSQL database of its own (vdi_scale_bench on
-127.0.0.1:5432, created, migrated, ANALYZEd and dropped again): --hosts hypervisor hosts,
+127.0.0.1:5432, created, migrated, VACUUM ANALYZEd and dropped again): --hosts hypervisor hosts,
 two golden image versions, dedicated and floating pools whose desktops add up to --desktops
 rows in the states a running site has (in use, powered off, spares, a few failed, queued,
 cloning, stopping, deleting, and deleted ones kept as history), users entitled through
@@ -45,6 +45,7 @@ line is one JSON object; progress to stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -447,7 +448,7 @@ def build_site(args, var_dir: Path, rng: random.Random) -> Site:
                        "- random() * interval '8 hours'")
         cursor.execute("UPDATE broker_desktopevent e SET created_at = d.created_at FROM broker_desktop d "
                        "WHERE d.id = e.desktop_id")
-        cursor.execute("ANALYZE")  # what autovacuum would have done on a site that grew to this
+        cursor.execute("VACUUM ANALYZE")  # what autovacuum would have done on a site that grew to this
 
     admin = User.objects.create_superuser("scale-admin", email="admin@example.com", password=None)
     running = [d for d in desk_plans if d.state == "running"]
@@ -557,6 +558,31 @@ class PlacementResult:
     pick_host_s: list[float]
     hosts_used: int
     per_host_max: int
+    gc_pauses_s: list[float]  # Python's full (generation 2) collections during the launches
+
+
+class FullCollections:
+    """How long Python's generation-2 garbage collections took while open: a launch that
+    happens to run one is slower by that much, in the broker's processes as here."""
+
+    def __init__(self):
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._started)
+
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._callback)
 
 
 def place_desktops(site: Site) -> PlacementResult:
@@ -572,20 +598,21 @@ def place_desktops(site: Site) -> PlacementResult:
         selectors.pick_host(pool=targets[i % len(targets)])
         pick_s.append(time.perf_counter() - t0)
     launch_s, placed_on = [], {}
-    for i, user in enumerate(site.placement_users):
-        pool = targets[i % len(targets)]
-        t0 = time.perf_counter()
-        desktop = launch_desktop(user=user, pool=pool)
-        launch_s.append(time.perf_counter() - t0)
-        if desktop.state != DesktopState.QUEUED or desktop.host_id is None or desktop.user_id != user.pk:
-            raise BenchAborted(f"launch for {user} gave {desktop} in {desktop.state} on {desktop.host_id}: "
-                               "not a newly placed desktop")
-        placed_on[desktop.host_id] = placed_on.get(desktop.host_id, 0) + 1
+    with FullCollections() as collections:
+        for i, user in enumerate(site.placement_users):
+            pool = targets[i % len(targets)]
+            t0 = time.perf_counter()
+            desktop = launch_desktop(user=user, pool=pool)
+            launch_s.append(time.perf_counter() - t0)
+            if desktop.state != DesktopState.QUEUED or desktop.host_id is None or desktop.user_id != user.pk:
+                raise BenchAborted(f"launch for {user} gave {desktop} in {desktop.state} on {desktop.host_id}: "
+                                   "not a newly placed desktop")
+            placed_on[desktop.host_id] = placed_on.get(desktop.host_id, 0) + 1
     new = Desktop.objects.filter(user__in=site.placement_users).count()
     if new != len(site.placement_users):
         raise BenchAborted(f"{new} desktops for {len(site.placement_users)} launches")
     return PlacementResult(launch_s=launch_s, pick_host_s=pick_s, hosts_used=len(placed_on),
-                           per_host_max=max(placed_on.values()))
+                           per_host_max=max(placed_on.values()), gc_pauses_s=collections.pauses)
 
 
 ADMIN_PAGES = {"pool": "/admin/broker/pool/", "host": "/admin/broker/host/", "desktop": "/admin/broker/desktop/"}
@@ -658,6 +685,8 @@ def report(args, site: Site, reference: tuple[float, float], result: PassResult,
         f"{'placement (launch_desktop) ms p50':<44}{p50_launch:>12.2f}",
         f"{'placement (launch_desktop) ms p99':<44}{p99_launch:>12.2f}{'< 50':>10}  "
         f"{'ok' if met['placement_p99_ms'] else 'MISSED'}",
+        f"{'  Python full GC pauses in them: n, max ms':<44}{len(placement.gc_pauses_s):>6d}/"
+        f"{ms(max(placement.gc_pauses_s, default=0)):<5.1f}",
         f"{'  pick_host alone ms p50/p99':<44}{ms(percentile(placement.pick_host_s, 50)):>6.2f}/"
         f"{ms(percentile(placement.pick_host_s, 99)):<5.2f}",
     ]
@@ -697,6 +726,8 @@ def report(args, site: Site, reference: tuple[float, float], result: PassResult,
         "reconcile_did": result.did,
         "placements": len(placement.launch_s),
         "placement_p50_ms": round(p50_launch, 2),
+        "placement_gc_full_pauses": len(placement.gc_pauses_s),
+        "placement_gc_full_pause_max_ms": round(ms(max(placement.gc_pauses_s, default=0)), 1),
         "pick_host_p50_ms": round(ms(percentile(placement.pick_host_s, 50)), 2),
         "pick_host_p99_ms": round(ms(percentile(placement.pick_host_s, 99)), 2),
         "placement_includes_clone": False,

@@ -84,7 +84,8 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
             _event(host, f"removed orphan domain {name} (no desktop owns it)")
 
     volumes = [volume for volume in driver.list_volumes(pool=host.storage_pool) if volume.name.startswith(prefix)]
-    owned_volumes = _owned_volume_names({volume.name for volume in volumes})
+    owned_volumes = {f"{d.name}.qcow2" for d in desktops.values()} | {d.data_volume_name for d in desktops.values()}
+    owned_volumes |= _owned_volume_names({volume.name for volume in volumes} - owned_volumes)
     for volume in volumes:
         base = volume.name.removesuffix(".qcow2").removesuffix("-data")
         if volume.name not in owned_volumes and base not in recently_created:
@@ -110,10 +111,10 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
 def _owned_volume_names(names: set[str]) -> set[str]:
     """Those of `names` that are the system or data volume of a desktop not deleted.
 
-    Desktops of every host, not only this one's: hosts may share storage (the same directory
-    seen by several daemons, as live migration needs), where another host's desktop's disk is
-    no orphan of this one. Only the desktops these names could belong to are read: a pass over
-    every host must not read every desktop of the site once per host."""
+    Desktops of every host, not only the one being reconciled: hosts may share storage (the
+    same directory seen by several daemons, as live migration needs), where another host's
+    desktop's disk is no orphan of this one. Only the desktops these names could belong to are
+    read: a pass over every host must not read every desktop of the site once per host."""
     if not names:
         return set()
     system_of = {name.removesuffix(".qcow2") for name in names if name.endswith(".qcow2")}
