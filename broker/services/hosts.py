@@ -83,15 +83,15 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
             done["orphan_domains"].append(name)
             _event(host, f"removed orphan domain {name} (no desktop owns it)")
 
-    volumes = [volume for volume in driver.list_volumes(pool=host.storage_pool) if volume.name.startswith(prefix)]
+    volumes = [name for name in driver.list_volume_names(pool=host.storage_pool) if name.startswith(prefix)]
     owned_volumes = {f"{d.name}.qcow2" for d in desktops.values()} | {d.data_volume_name for d in desktops.values()}
-    owned_volumes |= _owned_volume_names({volume.name for volume in volumes} - owned_volumes)
+    owned_volumes |= _owned_volume_names(set(volumes) - owned_volumes)
     for volume in volumes:
-        base = volume.name.removesuffix(".qcow2").removesuffix("-data")
-        if volume.name not in owned_volumes and base not in recently_created:
-            driver.delete_volume(pool=host.storage_pool, name=volume.name)
-            done["orphan_volumes"].append(volume.name)
-            _event(host, f"removed orphan volume {volume.name}")
+        base = volume.removesuffix(".qcow2").removesuffix("-data")
+        if volume not in owned_volumes and base not in recently_created:
+            driver.delete_volume(pool=host.storage_pool, name=volume)
+            done["orphan_volumes"].append(volume)
+            _event(host, f"removed orphan volume {volume}")
 
     for desktop in desktops.values():
         domain = domains.get(desktop.name)
