@@ -68,7 +68,7 @@ from bench import launch  # noqa: E402
 from bench.launch import BenchAborted, progress  # noqa: E402
 
 NAME_PREFIX = "vdibench-scale-"
-QUEUE = f"vdibench-scale-{os.getpid()}"  # a Celery queue of our own on launch.py's Redis database
+QUEUE = "vdibench-scale"  # a Celery queue of our own on launch.py's Redis database; no worker takes it
 DATABASE_NAME = "vdi_scale_bench"
 SERVER_URL = "postgres://postgres@127.0.0.1:5432"
 TARGETS = {"reconcile_pass_s": 10.0, "placement_p99_ms": 50.0, "admin_list_ms_max": 500.0}
@@ -786,7 +786,9 @@ def clean_up(args, state: dict, var_dir: Path) -> list[str]:
         try:
             import redis
 
-            redis.Redis.from_url(launch.CELERY_BROKER_URL).delete(QUEUE)
+            # The queue (the tasks the run published) and kombu's record of its exchange.
+            redis.Redis.from_url(launch.CELERY_BROKER_URL).delete(
+                QUEUE, f"_kombu.binding.{QUEUE}", f"_kombu.binding_permanent.{QUEUE}")
         except Exception as exc:  # noqa: BLE001 - report and go on with the next step
             progress(f"cleanup: deleting the queue {QUEUE} failed: {exc!r}")
             left.append(QUEUE)
