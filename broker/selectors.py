@@ -3,9 +3,11 @@
 from django.db.models import Q, Sum
 
 from .models import Desktop, DesktopState, Host, Pool
-from .models.desktops import LIVE_STATES, PLACED_STATES
+from .models.desktops import LIVE_STATES
 
 S = DesktopState
+# Desktops that occupy (or are about to occupy) a share of their host.
+PLACED_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPING, S.RECOMPOSING})
 SPARE_STATES = frozenset({S.QUEUED, S.CLONING, S.STARTING, S.RUNNING, S.STOPPED})
 
 
