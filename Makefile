@@ -1,5 +1,5 @@
 # The two commands of the quick start: `make run` and `make test`.
-.PHONY: run test setup bench-launch
+.PHONY: run test setup bench-launch bench-scale
 
 run:
 	scripts/run.sh
@@ -14,3 +14,7 @@ setup:
 
 bench-launch:
 	scripts/install-deps.sh && scripts/start-services.sh && .venv/bin/python bench/launch.py
+
+# The broker at the size of a large site (issue 10): libvirt test-driver hosts, PostgreSQL.
+bench-scale:
+	scripts/install-deps.sh --test && scripts/start-services.sh --postgres && .venv/bin/python bench/scale.py

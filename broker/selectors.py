@@ -58,10 +58,22 @@ def place_in_queue(*, desktop) -> int | None:
 
 def host_load(*, host) -> tuple[int, int]:
     """vCPUs and MiB of memory placed on `host` by its live desktops."""
-    totals = Desktop.objects.filter(host=host, state__in=PLACED_STATES).aggregate(
-        vcpus=Sum("pool__vcpus"), memory=Sum("pool__memory_mib")
+    return host_loads(hosts=[host]).get(host.pk, (0, 0))
+
+
+def host_loads(*, hosts) -> dict[int, tuple[int, int]]:
+    """(vCPUs, MiB of memory) placed by live desktops, by host id, for `hosts` (a queryset or a
+    list); a host with nothing placed is absent. One query however many hosts: placement asks
+    for every candidate host at each launch."""
+    host_ids = hosts.values("pk") if hasattr(hosts, "values") else [host.pk for host in hosts]
+    rows = (
+        Desktop.objects.filter(host__in=host_ids, state__in=PLACED_STATES)
+        .order_by()
+        .values("host")
+        .annotate(vcpus=Sum("pool__vcpus"), memory=Sum("pool__memory_mib"))
+        .values_list("host", "vcpus", "memory")
     )
-    return totals["vcpus"] or 0, totals["memory"] or 0
+    return {host_id: (vcpus or 0, memory or 0) for host_id, vcpus, memory in rows}
 
 
 def pick_host(*, pool, among=None) -> Host | None:
@@ -73,9 +85,11 @@ def pick_host(*, pool, among=None) -> Host | None:
         hosts = hosts.filter(pk__in=among.values("pk"))
     if pool.host_id:
         hosts = hosts.filter(pk=pool.host_id)
+    hosts = list(hosts.order_by("name"))
+    loads = host_loads(hosts=hosts)
     best, best_free = None, None
-    for host in hosts.order_by("name"):
-        used_vcpus, used_memory = host_load(host=host)
+    for host in hosts:
+        used_vcpus, used_memory = loads.get(host.pk, (0, 0))
         if host.cpus is None or host.memory_mib is None:
             free = float("inf")  # not measured yet: the host check fills these in
         else:

@@ -49,6 +49,26 @@ def test_it_runs_a_domain_through_its_lifecycle_on_the_test_driver():
     assert driver.delete_volume(pool="default-pool", name=clone.name) is False
 
 
+def test_it_lists_every_domain_with_its_state_and_every_volume_by_name():
+    driver = LibvirtDriver(TEST_URI)
+    volume = driver.create_volume(pool="default-pool", name=unique() + ".qcow2", capacity_bytes=2**20)
+    running, off = unique(), unique()
+    for name in (running, off):
+        driver.define_domain(spec_for(name, volume.path, "test"))
+    driver.start_domain(running)
+    try:
+        listed = {d.name: d for d in driver.list_domains()}
+        assert (listed[running].state, listed[off].state) == ("running", "shutoff")
+        assert listed[off].uuid == driver.domain_info(off).uuid
+        names = driver.list_volume_names(pool="default-pool")
+        assert volume.name in names
+        assert sorted(names) == sorted(v.name for v in driver.list_volumes(pool="default-pool"))
+    finally:
+        for name in (running, off):
+            driver.undefine_domain(name)
+        driver.delete_volume(pool="default-pool", name=volume.name)
+
+
 def test_it_returns_the_existing_volume_when_a_clone_is_repeated():
     driver = LibvirtDriver(TEST_URI)
     golden = driver.create_volume(pool="default-pool", name=unique() + ".qcow2", capacity_bytes=2**30)

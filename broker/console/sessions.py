@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import BrokerEvent, ConsoleSession, Pool
@@ -54,6 +55,19 @@ def live_console_sessions(*, now=None):
     """Open console rows whose gateway still vouches for them."""
     now = now or timezone.now()
     return ConsoleSession.objects.filter(closed_at__isnull=True, last_seen_at__gte=now - abandoned_after())
+
+
+def with_console_activity(desktops, *, now=None):
+    """`desktops` (a Desktop queryset) with, per desktop, two subqueries instead of a query per
+    row: `live_console_input_at`, the latest keyboard or mouse input (or opening, if none yet)
+    of its live consoles, None when it has none; `last_console_closed_at`."""
+    live = live_console_sessions(now=now).filter(desktop=OuterRef("pk"))
+    closed = ConsoleSession.objects.filter(desktop=OuterRef("pk"), closed_at__isnull=False)
+    return desktops.annotate(
+        live_console_input_at=Subquery(
+            live.annotate(at=Coalesce("last_input_at", "opened_at")).order_by("-at").values("at")[:1]),
+        last_console_closed_at=Subquery(closed.order_by("-closed_at").values("closed_at")[:1]),
+    )
 
 
 def _open_sessions(limits: ConsoleLimits | None):

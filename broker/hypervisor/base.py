@@ -115,6 +115,11 @@ class HypervisorDriver(abc.ABC):
     @abc.abstractmethod
     def list_volumes(self, *, pool: str) -> list[VolumeInfo]: ...
 
+    @abc.abstractmethod
+    def list_volume_names(self, *, pool: str) -> list[str]:
+        """The names alone: no question per volume (its path and size), which a host with
+        hundreds of disks would answer hundreds of times per reconcile pass."""
+
     # -- domains ---------------------------------------------------------------------------
     @abc.abstractmethod
     def define_domain(self, spec: DomainSpec) -> None:

@@ -109,6 +109,15 @@ class Desktop(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The admin's list is in this order, and the reconciler reads the newest rows.
+            models.Index(fields=["created_at"], name="desktop_created_at_idx"),
+            # The reconciler looks up which desktops own the volumes it finds on a host.
+            models.Index(fields=["data_volume_name"], name="desktop_data_volume_idx"),
+            # Placement sums what is placed on every host (desktops in some states) at each
+            # launch: an index-only scan of those instead of reading the whole table.
+            models.Index(fields=["state", "host", "pool"], name="desktop_state_host_pool_idx"),
+        ]
         constraints = [
             # One live desktop per user and pool, however many launches race.
             models.UniqueConstraint(

@@ -37,7 +37,9 @@ def launch_desktop(*, user, pool: Pool, application=None) -> Desktop:
         _abandon_on_offline_host(desktop, user)
         desktop = None
     if desktop is None:
-        desktop = _claim_spare(user=user, pool=pool) or _create_for(user=user, pool=pool)
+        version = pool.image.current_version()
+        desktop = (_claim_spare(user=user, pool=pool, version=version)
+                   or _create_for(user=user, pool=pool, version=version))
     return _get_it_running(desktop, user)
 
 
@@ -54,9 +56,9 @@ def _get_it_running(desktop: Desktop, user) -> Desktop:
     return desktop
 
 
-def _claim_spare(*, user, pool: Pool) -> Desktop | None:
-    """Assign a ready (or powered-off) spare of the current image to `user`, if there is one."""
-    version = pool.image.current_version()
+def _claim_spare(*, user, pool: Pool, version) -> Desktop | None:
+    """Assign a ready (or powered-off) spare of `version`, the pool's current image version, to
+    `user`, if there is one."""
     for _attempt in range(10):
         try:
             with transaction.atomic():
@@ -83,8 +85,7 @@ def _claim_spare(*, user, pool: Pool) -> Desktop | None:
     return None
 
 
-def _create_for(*, user, pool: Pool) -> Desktop:
-    version = pool.image.current_version()
+def _create_for(*, user, pool: Pool, version) -> Desktop:
     if version is None:
         raise LaunchRefused(
             f"The pool's golden image {pool.image} has no published version yet. Tell your administrator."

@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from ..hypervisor import HostUnreachable, driver_for_host
@@ -94,19 +95,15 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
             done["orphan_domains"].append(name)
             _event(host, f"removed orphan domain {name} (no desktop owns it)")
 
-    # Volumes by every desktop, not only this host's: hosts may share storage (the same
-    # directory seen by several daemons, as live migration needs), where another host's
-    # desktop's disk is no orphan of this one.
-    owned_volumes = set()
-    for name, data_volume in Desktop.objects.exclude(state=S.DELETED).values_list("name", "data_volume_name"):
-        owned_volumes.update({f"{name}.qcow2", data_volume})
-    for volume in driver.list_volumes(pool=host.storage_pool):
-        base = volume.name.removesuffix(".qcow2").removesuffix("-data")
-        if (volume.name.startswith(prefix) and volume.name not in owned_volumes
-                and base not in recently_created):
-            driver.delete_volume(pool=host.storage_pool, name=volume.name)
-            done["orphan_volumes"].append(volume.name)
-            _event(host, f"removed orphan volume {volume.name}")
+    volumes = [name for name in driver.list_volume_names(pool=host.storage_pool) if name.startswith(prefix)]
+    owned_volumes = {f"{d.name}.qcow2" for d in desktops.values()} | {d.data_volume_name for d in desktops.values()}
+    owned_volumes |= _owned_volume_names(set(volumes) - owned_volumes)
+    for volume in volumes:
+        base = volume.removesuffix(".qcow2").removesuffix("-data")
+        if volume not in owned_volumes and base not in recently_created:
+            driver.delete_volume(pool=host.storage_pool, name=volume)
+            done["orphan_volumes"].append(volume)
+            _event(host, f"removed orphan volume {volume}")
 
     for desktop in desktops.values():
         domain = domains.get(desktop.name)
@@ -122,6 +119,23 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
         elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
             _unstick(desktop, done)
     return done
+
+
+def _owned_volume_names(names: set[str]) -> set[str]:
+    """Those of `names` that are the system or data volume of a desktop not deleted.
+
+    Desktops of every host, not only the one being reconciled: hosts may share storage (the
+    same directory seen by several daemons, as live migration needs), where another host's
+    desktop's disk is no orphan of this one. Only the desktops these names could belong to are
+    read: a pass over every host must not read every desktop of the site once per host."""
+    if not names:
+        return set()
+    system_of = {name.removesuffix(".qcow2") for name in names if name.endswith(".qcow2")}
+    owners = Desktop.objects.exclude(state=S.DELETED).filter(Q(name__in=system_of) | Q(data_volume_name__in=names))
+    owned = set()
+    for name, data_volume in owners.values_list("name", "data_volume_name"):
+        owned.update({f"{name}.qcow2", data_volume})
+    return owned & names
 
 
 def _unstick(desktop: Desktop, done: dict) -> None:
