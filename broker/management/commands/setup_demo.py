@@ -26,14 +26,22 @@ class Command(BaseCommand):
                             choices=["kvm", "qemu"])
 
     def handle(self, *args, **opts):
+        # Both demo hypervisors see /var/lib/vdi: one storage group, so a drain moves running
+        # desktops between them by live migration.
+        shared = {"storage_group": "this-machine", "migration_address": "127.0.0.1"}
         host, _ = Host.objects.update_or_create(
             name="local",
-            defaults={"libvirt_uri": opts["libvirt_uri"], "domain_type": opts["domain_type"]},
+            defaults={"libvirt_uri": opts["libvirt_uri"], "domain_type": opts["domain_type"], **shared},
         )
         if os.environ.get("VDI_DEMO_SECOND_HOST_URI"):  # scripts/start-second-libvirtd.sh
             Host.objects.update_or_create(
                 name="local-b",
-                defaults={"libvirt_uri": os.environ["VDI_DEMO_SECOND_HOST_URI"], "domain_type": opts["domain_type"]},
+                defaults={"libvirt_uri": os.environ["VDI_DEMO_SECOND_HOST_URI"], "domain_type": opts["domain_type"],
+                          # High availability: declared dead after 60 s without an answer, fenced by
+                          # killing that daemon's guests, its desktops restarted on "local".
+                          "fence_command": f"{settings.BASE_DIR}/scripts/fence-local-daemon.sh "
+                                           f"{os.environ.get('VDI_DEMO_SECOND_HOST_NAME', 'demo-host-b')}",
+                          "fence_after_seconds": 60, **shared},
             )
         image, _ = GoldenImage.objects.get_or_create(
             name="demo-linux",
