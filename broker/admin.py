@@ -1,6 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 
 from .models import (
     BrokerEvent,
@@ -24,13 +24,14 @@ from .models.desktops import LIVE_STATES
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "farm", "libvirt_uri", "is_enabled", "in_maintenance", "is_online", "cpus",
-                    "memory_mib", "live_desktops", "last_checked_at"]
+    list_display = ["name", "kind", "status", "cpu_commitment", "memory_commitment", "live_desktops",
+                    "last_checked_at"]
     list_select_related = ["farm"]
     list_filter = ["kind", "farm", "is_enabled", "in_maintenance", "is_online", "domain_type"]
     search_fields = ["name", "libvirt_uri"]
-    readonly_fields = ["is_online", "cpus", "memory_mib", "memory_available_mib", "load_average",
-                       "sessions_running", "last_checked_at", "last_error", "agent_command"]
+    readonly_fields = ["is_online", "cpus", "memory_mib", "cpu_commitment", "memory_commitment",
+                       "memory_available_mib", "load_average", "sessions_running", "last_checked_at", "offline_since",
+                       "fenced_at", "last_error", "agent_command"]
 
     @admin.display(description="Agent (session hosts)")
     def agent_command(self, obj):
@@ -106,13 +107,51 @@ class HostAdmin(admin.ModelAdmin):
             self.message_user(request, f"{host.name}: {state}", level)
 
     def get_queryset(self, request):
+        from .selectors import PLACED_STATES
+
+        placed = Q(desktops__state__in=PLACED_STATES)
         return super().get_queryset(request).annotate(
-            _live=Count("desktops", filter=Q(desktops__state__in=LIVE_STATES))
+            _live=Count("desktops", filter=Q(desktops__state__in=LIVE_STATES)),
+            _vcpus=Sum("desktops__pool__vcpus", filter=placed),
+            _memory=Sum("desktops__pool__memory_mib", filter=placed),
         )
 
     @admin.display(description="Live desktops", ordering="_live")
     def live_desktops(self, obj):
         return obj._live
+
+    @admin.display(description="Status")
+    def status(self, obj):
+        if obj.fenced_at:
+            return "fenced (dead)"
+        if not obj.is_enabled:
+            return "disabled"
+        if not obj.is_online:
+            return "OFFLINE"
+        return "draining" if obj.in_maintenance else "online"
+
+    @admin.display(description="vCPUs placed / allowed", ordering="_vcpus")
+    def cpu_commitment(self, obj):
+        """What desktops placed here ask for, against the CPUs times the overcommit ratio."""
+        if obj.is_session_host:
+            return f"{obj.sessions_running or 0} sessions" if obj.sessions_running is not None else "-"
+        return _commitment(obj._vcpus or 0, obj.cpus, obj.vcpu_overcommit, unit="")
+
+    @admin.display(description="Memory placed / allowed", ordering="_memory")
+    def memory_commitment(self, obj):
+        if obj.is_session_host:
+            return f"{obj.memory_available_mib / 1024:.1f} GiB free" if obj.memory_available_mib else "-"
+        return _commitment((obj._memory or 0) / 1024, obj.memory_mib and obj.memory_mib / 1024,
+                           obj.memory_overcommit, unit=" GiB")
+
+
+def _commitment(placed: float, physical: float | None, ratio: float, *, unit: str) -> str:
+    """'6 / 5 (120 % of physical, limit 250 %)': placed against physical times the ratio."""
+    number = (lambda value: f"{value:.1f}") if unit else (lambda value: f"{value:.0f}")
+    if not physical:
+        return f"{number(placed)}{unit} placed (size not measured yet)"
+    return (f"{number(placed)} / {number(physical * ratio)}{unit} "
+            f"({100 * placed / physical:.0f} % of physical, limit {100 * ratio:.0f} %)")
 
 
 class GoldenImageVersionInline(admin.TabularInline):

@@ -301,6 +301,10 @@ VDI_SESSION_ACCOUNT_PREFIX = os.environ.get("VDI_SESSION_ACCOUNT_PREFIX", "vdi-"
 VDI_SESSION_HOME_ROOT = os.environ.get("VDI_SESSION_HOME_ROOT", "/home")
 # How long the portal waits for a session host's agent to answer (a console's password).
 VDI_AGENT_CALL_TIMEOUT_SECONDS = float(os.environ.get("VDI_AGENT_CALL_TIMEOUT_SECONDS", "5"))
+# Memory overcommit: a running VM desktop with no console open for this long gives part of its
+# memory back to its host (its balloon), until its user connects again. 0: never.
+VDI_BALLOON_IDLE_MINUTES = float(os.environ.get("VDI_BALLOON_IDLE_MINUTES", "15"))
+VDI_BALLOON_IDLE_SHARE = float(os.environ.get("VDI_BALLOON_IDLE_SHARE", "0.5"))  # of the pool's memory kept
 
 LOGGING = {
     "version": 1,

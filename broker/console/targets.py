@@ -126,7 +126,10 @@ class VmConsole(ConsoleTargetKind):
 def set_vm_console_password(desktop, *, protocol: str, password: str, valid_for_s: int):
     """The VM's console ports from its live definition, after giving `protocol`'s console the
     one-time `password` (where this process reaches the host's libvirt)."""
+    from ..services.memory import give_memory_back
+
     driver = driver_for_host(desktop.host)
+    give_memory_back(desktop=desktop, driver=driver)  # an idle desktop whose memory went back to its host
     ports = driver.graphics_ports(desktop.name)
     if (ports.vnc if protocol == "vnc" else ports.spice):
         driver.set_console_password(desktop.name, protocol=protocol, password=password, valid_for_s=valid_for_s)

@@ -1,6 +1,7 @@
 """The one door to the hypervisor: callers use `driver_for_host()` and the errors in base.py."""
 
 from .base import (
+    BalloonInfo,
     DomainInfo,
     DomainNotFound,
     DomainSpec,
@@ -16,6 +17,7 @@ from .base import (
 from .registry import driver_for_host, driver_for_uri
 
 __all__ = [
+    "BalloonInfo",
     "DomainInfo",
     "DomainNotFound",
     "DomainSpec",

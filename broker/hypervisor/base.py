@@ -81,6 +81,15 @@ class MigrationProgress:
     data_remaining_bytes: int
 
 
+@dataclass(frozen=True)
+class BalloonInfo:
+    """A running domain's memory: what the balloon leaves it, its maximum, and whether the
+    guest's balloon driver answers (without it a target is never reached)."""
+    actual_mib: int
+    maximum_mib: int
+    guest_cooperates: bool
+
+
 class HypervisorDriver(abc.ABC):
     """One host's hypervisor. Implementations: `LibvirtDriver` (any libvirt URI)."""
 
@@ -166,3 +175,13 @@ class HypervisorDriver(abc.ABC):
         is defined and running on the destination and gone from here. On failure it stays,
         running, here. `on_progress(MigrationProgress)` is called about twice a second;
         `address` is where the destination receives the memory stream (tcp://address)."""
+
+    # -- memory ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def balloon_info(self, name: str) -> BalloonInfo:
+        """The running domain's balloon; raises DomainNotFound."""
+
+    @abc.abstractmethod
+    def set_balloon_target(self, name: str, *, memory_mib: int) -> None:
+        """Ask the running guest to give memory back down to `memory_mib` (or take it back up to
+        its maximum); the guest's balloon driver does it within seconds."""

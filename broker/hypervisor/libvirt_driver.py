@@ -19,6 +19,7 @@ from .base import (
     HostUnreachable,
     HypervisorDriver,
     HypervisorError,
+    BalloonInfo,
     ImageUnavailable,
     MigrationProgress,
     VolumeInfo,
@@ -450,6 +451,26 @@ class LibvirtDriver(HypervisorDriver):
                                  data_processed_bytes=stats.get("data_processed", 0),
                                  data_remaining_bytes=stats.get("data_remaining", 0))
 
+    # -- memory ------------------------------------------------------------------------------
+    def balloon_info(self, name: str) -> BalloonInfo:
+        domain = self._domain(name)
+        try:
+            stats = domain.memoryStats()
+            maximum_kib = domain.maxMemory()
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"reading the memory of {name}", exc) from exc
+        # The guest's driver reports its own figures (usable, unused...) every stats period.
+        cooperates = "usable" in stats or "unused" in stats
+        return BalloonInfo(actual_mib=stats.get("actual", maximum_kib) // 1024, maximum_mib=maximum_kib // 1024,
+                           guest_cooperates=cooperates)
+
+    def set_balloon_target(self, name: str, *, memory_mib: int) -> None:
+        domain = self._domain(name)
+        try:
+            domain.setMemoryFlags(memory_mib * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"setting the memory of {name} to {memory_mib} MiB", exc) from exc
+
 
 def _once_more_after_a_lost_connection(method):
     """A cached connection can be dead without libvirt knowing (the daemon restarted): when a
@@ -473,5 +494,5 @@ def _once_more_after_a_lost_connection(method):
 for _name in ("host_capacity", "ensure_storage_pool", "image_info", "clone_volume", "create_volume", "delete_volume",
               "list_volumes", "list_volume_names", "define_domain", "start_domain", "shutdown_domain",
               "destroy_domain", "undefine_domain", "domain_info", "list_domains", "graphics_ports",
-              "set_console_password"):
+              "set_console_password", "balloon_info", "set_balloon_target"):
     setattr(LibvirtDriver, _name, _once_more_after_a_lost_connection(getattr(LibvirtDriver, _name)))

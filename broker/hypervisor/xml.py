@@ -31,6 +31,7 @@ def domain_xml(spec: DomainSpec) -> str:
         for key, value in sorted(spec.metadata.items()):
             desktop.set(key, str(value))
     _sub(domain, "memory", spec.memory_mib, unit="MiB")
+    _sub(domain, "currentMemory", spec.memory_mib, unit="MiB")  # the balloon starts fully deflated
     _sub(domain, "vcpu", spec.vcpus)
     os_el = _sub(domain, "os")
     _sub(os_el, "type", "hvm", arch="x86_64")
@@ -72,7 +73,11 @@ def domain_xml(spec: DomainSpec) -> str:
         _sub(graphics, "listen", type="address", address=spec.graphics_listen)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga", vram="16384", heads="1")
-    _sub(devices, "memballoon", model="none")
+    # A balloon, so that the broker can take memory back from an idle desktop (and give it back
+    # when its user returns); autodeflate: the guest takes it back itself before running out;
+    # free page reporting: pages the guest frees go back to the host without the broker.
+    balloon = _sub(devices, "memballoon", model="virtio", autodeflate="on", freePageReporting="on")
+    _sub(balloon, "stats", period="5")
     return ET.tostring(domain, encoding="unicode")
 
 

@@ -102,6 +102,9 @@ class Desktop(models.Model):
     # Persistent user data (dedicated pools): survives recompose; empty when the pool has none.
     data_volume_name = models.CharField(max_length=120, blank=True, editable=False)
     provisioning_attempts = models.PositiveIntegerField(default=0, editable=False)
+    # Set while the broker has taken memory back from the idle guest (its balloon's target);
+    # empty: the guest has its pool's full memory.
+    memory_target_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
     # Set when the user lost the entitlement: the desktop is kept until then (the user may be
     # entitled again), and deleted afterwards by the periodic cleanup.
     delete_after = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)

@@ -118,6 +118,10 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
                 done["powered_off"].append(desktop.name)
         elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
             _unstick(desktop, done)
+
+    from .memory import shrink_idle_desktops
+
+    done["ballooned"] = shrink_idle_desktops(host=host, driver=driver, now=now)
     return done
 
 
