@@ -92,7 +92,14 @@ def second_daemon_uri():
 @pytest.fixture
 def two_hosts(host, second_daemon_uri):
     """This machine's libvirtd and the second daemon, one storage group (they see the same disks)."""
+    import subprocess
+
     from broker.models import Host
+    from tests.support.stack import ROOT
+
+    # Started again if a test before (a dead-host test) or another run stopped it; quick if it runs.
+    subprocess.run([str(ROOT / "scripts/start-second-libvirtd.sh"), SECOND_DAEMON], capture_output=True,
+                   timeout=60, check=True)
 
     Host.objects.filter(pk=host.pk).update(storage_group="local-disks", migration_address="127.0.0.1")
     host.refresh_from_db()
