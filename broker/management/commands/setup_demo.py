@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--image", default=os.environ.get(
-            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v2.qcow2"))
+            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v3.qcow2"))
         parser.add_argument("--libvirt-uri", default=os.environ.get("VDI_LIBVIRT_URI", "qemu:///system"))
         parser.add_argument("--domain-type", default=os.environ.get("VDI_DOMAIN_TYPE", "qemu"),
                             choices=["kvm", "qemu"])
