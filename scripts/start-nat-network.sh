@@ -13,8 +13,8 @@ SUBNET="${VDI_NAT_SUBNET:-10.213.17.0/24}"
 URI="${VDI_LIBVIRT_URI:-qemu:///system}"
 virsh=(virsh -q -c "$URI")
 
-if "${virsh[@]}" net-info "$NAME" >/dev/null 2>&1; then
-  if ! "${virsh[@]}" net-info "$NAME" | grep -Eq '^Active:\s+yes'; then
+if info="$("${virsh[@]}" net-info "$NAME" 2>/dev/null)"; then
+  if ! grep -Eq '^Active:\s+yes' <<<"$info"; then
     "${virsh[@]}" net-start "$NAME" >/dev/null
   fi
   "${virsh[@]}" net-autostart "$NAME" >/dev/null
