@@ -11,6 +11,8 @@ from .base import (
     HypervisorError,
     ImageUnavailable,
     MigrationProgress,
+    NetworkInfo,
+    NicSpec,
     VolumeInfo,
 )
 from .registry import driver_for_host, driver_for_uri
@@ -26,6 +28,8 @@ __all__ = [
     "HypervisorError",
     "ImageUnavailable",
     "MigrationProgress",
+    "NetworkInfo",
+    "NicSpec",
     "VolumeInfo",
     "driver_for_host",
     "driver_for_uri",

@@ -20,6 +20,7 @@ from .base import (
     HypervisorError,
     ImageUnavailable,
     MigrationProgress,
+    NetworkInfo,
     VolumeInfo,
 )
 
@@ -238,6 +239,17 @@ class LibvirtDriver(HypervisorDriver):
                 if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:  # deleted since the listing: skip it
                     raise self._fail(f"listing volumes of {pool}", exc) from exc
         return found
+
+    # -- networks --------------------------------------------------------------------------
+    def network_info(self, name: str) -> NetworkInfo:
+        try:
+            network = self._connection().networkLookupByName(name)
+            return vxml.read_network_info(network.XMLDesc(0), active=bool(network.isActive()))
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_NETWORK:
+                raise HypervisorError(f"libvirt network {name!r} does not exist on {self.uri} "
+                                      "(virsh net-list --all)") from exc
+            raise self._fail(f"reading libvirt network {name}", exc) from exc
 
     # -- domains ---------------------------------------------------------------------------
     def _domain(self, name: str) -> libvirt.virDomain:
