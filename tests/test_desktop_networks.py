@@ -277,3 +277,32 @@ def test_a_spoofed_source_address_is_dropped(live_stack, nat_network, image, emp
     control = Guest(live_stack, unfiltered, employee, host)
     assert control.run(claim_it) == 0
     assert control.pings(gateway, source=forged)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.libvirt
+def test_a_desktop_moved_to_a_host_that_names_the_network_otherwise_keeps_its_mac_and_address(
+        live_stack, nat_network, two_hosts, image, employees_group, employee):
+    """Host A has the libvirt network; host B (the second daemon, same machine) reaches the same
+    segment through its bridge. A live migration re-plugs the card there, same MAC, and the
+    filter on B already knows the desktop's address: the guest reaches the gateway at once."""
+    from broker.models import LiveMigration
+    from broker.services.live_migration import request_migration
+
+    first, second = two_hosts
+    pool = network_pool(image, employees_group, name="roaming")
+    PoolNetwork.objects.create(pool=pool, host=second, kind=PoolNetwork.Kind.BRIDGE, name=nat_network.bridge,
+                               dhcp_server=nat_network.ipv4_address)
+    guest = Guest(live_stack, pool, employee, first)
+    assert guest.pings(nat_network.ipv4_address)
+
+    request_migration(desktop=guest.desktop, reason=LiveMigration.Reason.ADMIN, destination=second)
+    moved = wait_until(lambda: LiveMigration.objects.filter(desktop=guest.desktop).exclude(
+        state__in=(LiveMigration.State.QUEUED, LiveMigration.State.RUNNING)).first(), timeout=120, what="the move")
+    assert moved.state == LiveMigration.State.COMPLETED, moved.error
+    guest.desktop = Desktop.objects.get(pk=guest.desktop.pk)
+    assert guest.desktop.host_id == second.pk
+
+    assert guest.pings(nat_network.ipv4_address)
+    assert guest.run(f"ip link show eth0 | grep -q {guest.desktop.mac_address}") == 0
+    assert guest.run(f"ip -4 addr show eth0 | grep -q 'inet {guest.ip}/'") == 0

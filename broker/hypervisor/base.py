@@ -184,9 +184,11 @@ class HypervisorDriver(abc.ABC):
     # -- moving between hosts ----------------------------------------------------------------
     @abc.abstractmethod
     def migrate_domain(self, name: str, *, destination: "HypervisorDriver", address: str | None = None,
-                       on_progress=None, timeout_s: float = 600) -> None:
+                       on_progress=None, timeout_s: float = 600, destination_nic: NicSpec | None = None) -> None:
         """Live-migrate the running domain `name` to `destination` (the disks stay where they
         are: shared storage). The domain keeps running here until the switch-over; afterwards it
         is defined and running on the destination and gone from here. On failure it stays,
         running, here. `on_progress(MigrationProgress)` is called about twice a second;
-        `address` is where the destination receives the memory stream (tcp://address)."""
+        `address` is where the destination receives the memory stream (tcp://address).
+        `destination_nic`: the domain's network card as the destination names the network (a
+        host may call the same network a libvirt network, another a bridge); it keeps its MAC."""

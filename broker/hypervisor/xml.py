@@ -111,6 +111,31 @@ def interface_element(nic: NicSpec) -> ET.Element:
     return interface
 
 
+def with_destination_nic(domain_xml_text: str, nic: NicSpec | None, *, ip: str | None = None) -> str:
+    """A running domain's XML for the host it moves to: its network card plugged in as that host
+    names the pool's network (a libvirt network here, a bridge there). The card keeps its MAC,
+    model and PCI address, so the guest sees the same device. `ip`: the address the source's
+    filter learned, given to the destination's filter at once (the guest does not ask DHCP
+    again after a move, and a filter still learning would drop its traffic until it did)."""
+    root = ET.fromstring(domain_xml_text)
+    devices = root.find("./devices")
+    old = devices.find("./interface") if devices is not None else None
+    if old is None:
+        return domain_xml_text  # no card to re-plug (a pool that had no network when it started)
+    if nic is None:
+        raise ValueError("the desktop's pool has no network on the destination host")
+    new = interface_element(nic)
+    if ip and nic.clean_traffic:
+        _sub(new.find("./filterref"), "parameter", name="IP", value=ip)
+    address = old.find("./address")
+    if address is not None:
+        new.append(address)
+    index = list(devices).index(old)
+    devices.remove(old)
+    devices.insert(index, new)
+    return ET.tostring(root, encoding="unicode")
+
+
 def read_network_info(network_xml: str, *, active: bool) -> NetworkInfo:
     root = ET.fromstring(network_xml)
     bridge = root.find("./bridge")
