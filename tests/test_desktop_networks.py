@@ -112,13 +112,17 @@ def test_a_pool_without_a_row_for_a_host_gives_no_network_card_there(pool, host,
     assert domain_spec(Desktop(pool=pool, host=host, name="vdi-a")).nic is None
 
 
-def test_a_vlan_tag_needs_open_vswitch_and_open_vswitch_cannot_isolate(pool, image):
+def test_a_vlan_tag_needs_open_vswitch_which_neither_filters_nor_isolates(pool, image):
     with pytest.raises(ValidationError, match="sub-interface"):
         PoolNetwork(pool=pool, kind=PoolNetwork.Kind.BRIDGE, name="br0", vlan_tag=42).full_clean()
+    with pytest.raises(ValidationError, match="Filter traffic"):
+        PoolNetwork(pool=pool, kind=PoolNetwork.Kind.OVS_BRIDGE, name="ovsbr0", vlan_tag=42).full_clean()
+    pool.filter_traffic = False
     PoolNetwork(pool=pool, kind=PoolNetwork.Kind.OVS_BRIDGE, name="ovsbr0", vlan_tag=42).full_clean()
     with pytest.raises(ValidationError, match="1-4094"):
         PoolNetwork(pool=pool, kind=PoolNetwork.Kind.OVS_BRIDGE, name="ovsbr0", vlan_tag=4095).full_clean()
-    floating = Pool.objects.create(name="f", display_name="F", image=image, kind=Pool.Kind.FLOATING)
+    floating = Pool.objects.create(name="f", display_name="F", image=image, kind=Pool.Kind.FLOATING,
+                                   filter_traffic=False)
     with pytest.raises(ValidationError, match="Isolate desktops"):
         PoolNetwork(pool=floating, kind=PoolNetwork.Kind.OVS_BRIDGE, name="ovsbr0").full_clean()
     with pytest.raises(ValidationError, match="15 characters"):

@@ -88,6 +88,12 @@ class PoolNetwork(models.Model):
                 "libvirt isolates ports of Linux bridges and libvirt networks only. On Open vSwitch untick "
                 "the pool's 'Isolate desktops' and keep its desktops apart in the switch (a VLAN of their own "
                 "with private VLAN or OpenFlow rules).")})
+        if pool is not None and pool.filter_traffic and self.kind == self.Kind.OVS_BRIDGE:
+            # Open vSwitch switches in its own datapath, past the Linux bridge's netfilter hooks
+            # where the filter's ebtables rules sit: it would be on and filter nothing.
+            raise ValidationError({"kind": (
+                "libvirt's traffic filter (ebtables) sees Linux bridges only; Open vSwitch ports bypass it. "
+                "Untick the pool's 'Filter traffic' and use the switch's own port security.")})
         if self.host_id and self.host.kind != Host.Kind.HYPERVISOR:
             raise ValidationError({"host": "Only hypervisors run desktops."})
 
