@@ -310,3 +310,28 @@ def test_a_desktop_moved_to_a_host_that_names_the_network_otherwise_keeps_its_ma
     assert guest.pings(nat_network.ipv4_address)
     assert guest.run(f"ip link show eth0 | grep -q {guest.desktop.mac_address}") == 0
     assert guest.run(f"ip -4 addr show eth0 | grep -q 'inet {guest.ip}/'") == 0
+
+
+def test_the_admin_gives_a_pool_its_network_per_host(admin_client, pool, host):
+    from django.forms.models import model_to_dict
+    from django.urls import reverse
+
+    data = {k: ("on" if v is True else "" if v is None or v is False else v) for k, v in model_to_dict(pool).items()}
+    data = {k: v for k, v in data.items() if v != ""}
+    data.update({
+        "isolate_desktops": "True",
+        "entitlements-TOTAL_FORMS": "0", "entitlements-INITIAL_FORMS": "0",
+        "schedule_rules-TOTAL_FORMS": "0", "schedule_rules-INITIAL_FORMS": "0",
+        "networks-TOTAL_FORMS": "2", "networks-INITIAL_FORMS": "0",
+        "networks-0-host": "", "networks-0-kind": "network", "networks-0-name": "vdi-nat",
+        "networks-1-host": host.pk, "networks-1-kind": "bridge", "networks-1-name": "br0", "networks-1-vlan_tag": "42",
+    })
+    response = admin_client.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
+    assert response.status_code == 200 and b"sub-interface" in response.content  # a VLAN on a Linux bridge
+    del data["networks-1-vlan_tag"]
+    response = admin_client.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
+    assert response.status_code == 302
+    pool.refresh_from_db()
+    assert pool.isolate_desktops is True
+    assert sorted(pool.networks.values_list("kind", "name", "host")) == [("bridge", "br0", host.pk),
+                                                                          ("network", "vdi-nat", None)]
