@@ -14,6 +14,7 @@ from .models import (
     Host,
     LiveMigration,
     Pool,
+    PoolNetwork,
     PoolScheduleRule,
     PublishedApp,
 )
@@ -287,6 +288,16 @@ class PoolScheduleRuleInline(admin.TabularInline):
                                     "pool's own spares and power setting apply)")
 
 
+class PoolNetworkInline(admin.TabularInline):
+    """Dedicated and floating pools: the network each host plugs the desktops' NIC into."""
+
+    model = PoolNetwork
+    extra = 0
+    fields = ["host", "kind", "name", "vlan_tag", "dhcp_server"]
+    verbose_name_plural = ("Network (per host; a row without a host applies to every other host; "
+                           "no row: desktops have no network card)")
+
+
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     list_display = ["display_name", "kind", "image", "in_use", "spares_ready", "provisioning", "failed",
@@ -306,12 +317,14 @@ class PoolAdmin(admin.ModelAdmin):
         # Published applications belong to farms, capacity schedules to pools that keep spares.
         if obj is not None and obj.is_farm:
             return [EntitlementInline, PublishedAppInline]
-        return [EntitlementInline, PoolScheduleRuleInline]
+        return [EntitlementInline, PoolNetworkInline, PoolScheduleRuleInline]
     fieldsets = [
         (None, {"fields": ["overview", "name", "display_name", "description", "kind", "image", "host",
                            "is_enabled"]}),
         ("Desktops", {"fields": ["vcpus", "memory_mib", "protocol", "linked_clones", "data_disk_gib",
                                  "naming_pattern"]}),
+        ("Network", {"fields": ["isolate_desktops", "filter_traffic"],
+                     "description": "Where desktops plug in: the Network rows below."}),
         ("Capacity", {"fields": ["min_spares", "max_desktops", "spares_powered_on", "capacity_schedule"],
                       "description": "Spares and their power state when no rule of the capacity schedule "
                                      "(below) applies."}),
@@ -446,9 +459,9 @@ class DesktopAdmin(admin.ModelAdmin):
     list_filter = ["state", "pool", "host", ("application", PublishedAppFilter)]
     search_fields = ["name", "user__username"]
     readonly_fields = ["name", "uuid", "state", "state_changed_at", "last_error", "vnc_port", "spice_port",
-                       "host", "image_version", "pool", "created_at"]
+                       "host", "image_version", "pool", "mac_address", "created_at"]
     fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
-              "vnc_port", "spice_port", "uuid", "created_at"]
+              "vnc_port", "spice_port", "mac_address", "uuid", "created_at"]
     inlines = [DesktopEventInline]
     actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message", "move_to_another_host"]
 

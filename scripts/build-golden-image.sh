@@ -8,6 +8,8 @@
 # through the BIOS, so the guest boots no matter which bus the disk is attached
 # to (virtio, IDE, ...). Everything runs from RAM; the disk is never mounted.
 # The guest:
+#   - brings its virtio NIC (eth0) up by DHCP when it has one (busybox udhcpc, which keeps
+#     renewing the lease) and writes "VDI-GUEST-IP <address>" to the serial port,
 #   - writes "VDI-GUEST-READY" to the serial port (ttyS0) once booted,
 #   - shows a banner and an interactive busybox shell on the VGA console
 #     (tty1), reading the PS/2 keyboard (so VNC keystrokes reach it).
@@ -185,8 +187,11 @@ done < <("$BUSYBOX" --list-full)
 # The cloud kernel builds virtio as modules: without them the guest has no /dev/vda or
 # /dev/vdb (its system and user-data disks). Listed in dependency order; the guest's init
 # also retries, so a kernel whose dependencies differ still loads them all.
+# virtio_net (the desktop's NIC) needs failover and net_failover; virtio_balloon lets the
+# broker take memory back from an idle desktop (and reports the guest's memory figures).
 VIRTIO_MODULES=(drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
-                drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk)
+                drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk
+                drivers/virtio/virtio_balloon net/core/failover drivers/net/net_failover drivers/net/virtio_net)
 KMODDIR="$(ls -d "$WORK"/kpkg/lib/modules/* | head -n 1)"
 mkdir -p "$ROOT/lib/modules"
 for module in "${VIRTIO_MODULES[@]}"; do
@@ -222,6 +227,32 @@ if [ ! -e /run/vdi-ready ]; then
 fi
 EOF
 
+# udhcpc's hook: configure eth0 from the lease and tell the host (serial log) the address.
+mkdir -p "$ROOT/usr/share/udhcpc"
+cat > "$ROOT/usr/share/udhcpc/default.script" <<'EOF'
+#!/bin/sh
+# $1: deconfig | bound | renew | leasefail | nak; the lease is in the environment.
+case "$1" in
+    deconfig)
+        ip -4 addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        for gateway in $router; do
+            ip route replace default via "$gateway" dev "$interface"
+            break
+        done
+        : > /etc/resolv.conf
+        for server in $dns; do echo "nameserver $server" >> /etc/resolv.conf; done
+        echo "VDI-GUEST-IP $ip" > /dev/ttyS0 2>/dev/null
+        ;;
+esac
+exit 0
+EOF
+chmod 755 "$ROOT/usr/share/udhcpc/default.script"
+
 cat > "$ROOT/init" <<'EOF'
 #!/bin/sh
 # VDI demo guest init (busybox, runs entirely from the initramfs).
@@ -245,6 +276,16 @@ for _pass in 1 2 3; do
 done
 
 exec </dev/console >/dev/console 2>&1
+
+# The network, when the desktop has a NIC: an address by DHCP before the shell starts (and
+# says VDI-GUEST-READY). udhcpc waits for a lease at most ~4 s (-t 4 -T 1), then goes on
+# trying in the background (-b); it keeps running to renew the lease.
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    udhcpc -i eth0 -s /usr/share/udhcpc/default.script -t 4 -T 1 -A 3 -b -x hostname:vdi-desktop \
+        >/dev/null 2>&1
+fi
 
 hostname vdi-desktop
 

@@ -3,7 +3,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VDI_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 export VDI_IMAGE_PATH="${VDI_IMAGE_PATH:-/var/lib/vdi/images}"
-DEMO_IMAGE="${VDI_DEMO_IMAGE:-$VDI_IMAGE_PATH/demo-linux-v2.qcow2}"
+DEMO_IMAGE="${VDI_DEMO_IMAGE:-$VDI_IMAGE_PATH/demo-linux-v4.qcow2}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Start virtlogd and libvirtd on a machine without systemd (containers, CI) unless a libvirtd
-# already answers. Without virtlogd, starting a domain hangs ~50 s and then fails.
+# already answers, then the desktops' NAT network (scripts/start-nat-network.sh). Without
+# virtlogd, starting a domain hangs ~50 s and then fails.
 set -euo pipefail
+here="$(dirname "$0")"
 
 if virsh -c qemu:///system version >/dev/null 2>&1; then
-  exit 0
+  exec "$here/start-nat-network.sh"
 fi
 mkdir -p /var/log/libvirt /run/libvirt /var/lib/libvirt/qemu
 if [ -e /dev/kvm ]; then
@@ -19,7 +21,7 @@ daemon_running libvirtd || libvirtd -d
 for _ in $(seq 1 50); do
   if virsh -c qemu:///system version >/dev/null 2>&1; then
     echo "libvirtd is running"
-    exit 0
+    exec "$here/start-nat-network.sh"
   fi
   sleep 0.2
 done

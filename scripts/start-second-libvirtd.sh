@@ -54,6 +54,10 @@ remote_display_port_max = $(( 20999 + slot * 1000 ))
 migration_port_min = $(( 49300 + slot * 20 ))
 migration_port_max = $(( 49319 + slot * 20 ))
 CONF
+# No libvirt networks of its own: it shares the first daemon's network namespace, where the
+# first daemon's bridges (vdi-nat) already are; its desktops join them as bridges (a pool's
+# network per host). A copy taken before this rule may hold them: drop them too.
+rm -f "$BASE"/etc/qemu/networks/*.xml "$BASE"/etc/qemu/networks/autostart/*.xml
 rm -f "$BASE"/run/*.pid "$BASE"/run/*sock*
 
 unshare --mount --propagation private /bin/sh -ec "

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.stack import LiveStack
 
-GOLDEN_IMAGE = os.environ.get("VDI_TEST_GOLDEN_IMAGE", "/var/lib/vdi/images/demo-linux-v2.qcow2")
+GOLDEN_IMAGE = os.environ.get("VDI_TEST_GOLDEN_IMAGE", "/var/lib/vdi/images/demo-linux-v4.qcow2")
 
 
 def pytest_configure(config):

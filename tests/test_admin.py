@@ -53,7 +53,8 @@ def test_the_admin_entitles_a_group_to_a_pool_inline(admin, pool, employees_grou
         "entitlements-TOTAL_FORMS": "1", "entitlements-INITIAL_FORMS": "0",
         "entitlements-MIN_NUM_FORMS": "0", "entitlements-MAX_NUM_FORMS": "1000",
         "entitlements-0-group": employees_group.pk, "entitlements-0-user": "",
-        "schedule_rules-TOTAL_FORMS": "0", "schedule_rules-INITIAL_FORMS": "0",  # the page's other inline
+        "schedule_rules-TOTAL_FORMS": "0", "schedule_rules-INITIAL_FORMS": "0",  # the page's other inlines
+        "networks-TOTAL_FORMS": "0", "networks-INITIAL_FORMS": "0",
     })
     response = admin.post(reverse("admin:broker_pool_change", args=[pool.pk]), data)
     if response.status_code != 302:

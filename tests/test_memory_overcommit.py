@@ -89,3 +89,25 @@ def test_only_desktops_without_a_console_for_the_idle_time_are_shrunk(idle_vm, e
     assert list(idle_desktops_to_shrink(host=idle_vm.host)) == []  # closed 5 min ago: not idle long enough
     ConsoleSession.objects.filter(pk=session.pk).update(closed_at=timezone.now() - timedelta(minutes=20))
     assert list(idle_desktops_to_shrink(host=idle_vm.host)) == [idle_vm]
+
+
+@pytest.mark.libvirt
+def test_a_real_guest_gives_memory_back_through_its_balloon_driver(running_desktop):
+    from tests.support.waiting import wait_for_guest_shell, wait_until
+
+    desktop = Desktop.objects.select_related("pool", "host").get(pk=running_desktop.pk)
+    wait_for_guest_shell(desktop)  # its init has loaded virtio_balloon by then
+    driver = driver_for_host(desktop.host)
+    wait_until(lambda: driver.balloon_info(desktop.name).guest_cooperates, timeout=30,
+               what="the guest's balloon driver to report")
+    Desktop.objects.filter(pk=desktop.pk).update(state_changed_at=timezone.now() - timedelta(hours=1))
+    assert shrink_idle_desktops(host=desktop.host, driver=driver) == [desktop.name]
+    target = Desktop.objects.get(pk=desktop.pk).memory_target_mib
+    assert target == max(128, desktop.pool.memory_mib // 2)
+    # The guest's driver inflates the balloon: QEMU's figure follows within seconds.
+    wait_until(lambda: driver.balloon_info(desktop.name).actual_mib <= target, timeout=30,
+               what=f"the guest to give memory back down to {target} MiB")
+    set_vm_console_password(Desktop.objects.select_related("pool", "host").get(pk=desktop.pk), protocol="vnc",
+                            password="secret12", valid_for_s=30)
+    wait_until(lambda: driver.balloon_info(desktop.name).actual_mib >= desktop.pool.memory_mib, timeout=30,
+               what="the guest to get its memory back")

@@ -12,6 +12,8 @@ from .base import (
     HypervisorError,
     ImageUnavailable,
     MigrationProgress,
+    NetworkInfo,
+    NicSpec,
     VolumeInfo,
 )
 from .registry import driver_for_host, driver_for_uri
@@ -28,6 +30,8 @@ __all__ = [
     "HypervisorError",
     "ImageUnavailable",
     "MigrationProgress",
+    "NetworkInfo",
+    "NicSpec",
     "VolumeInfo",
     "driver_for_host",
     "driver_for_uri",

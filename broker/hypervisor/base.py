@@ -28,6 +28,29 @@ class ImageUnavailable(HypervisorError):
 
 
 @dataclass(frozen=True)
+class NicSpec:
+    """A desktop's network card: where it plugs in, and what guards its port."""
+    kind: str  # "network" (a libvirt network), "bridge" (a Linux bridge), "openvswitch"
+    source: str  # the network's or the bridge's name
+    mac_address: str
+    vlan_tag: int | None = None  # openvswitch only
+    # The port may not talk to other isolated ports of the bridge (libvirt's <port isolated>).
+    isolated: bool = False
+    # libvirt's clean-traffic nwfilter: no MAC, IP or ARP spoofing; the address is learned
+    # from DHCP answers (of `dhcp_server` only, when given).
+    clean_traffic: bool = False
+    dhcp_server: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    active: bool
+    bridge: str | None
+    ipv4_address: str | None  # the host's address on it: the desktops' gateway and DHCP server
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     uuid: str
@@ -43,6 +66,7 @@ class DomainSpec:
     # The consoles' password at boot. None: a random one nobody is told, so a console port is
     # never open without a password; the broker sets a short-lived one per console session.
     graphics_password: str | None = None
+    nic: NicSpec | None = None  # None: no network card (a pool without a network)
 
 
 @dataclass(frozen=True)
@@ -129,6 +153,11 @@ class HypervisorDriver(abc.ABC):
         """The names alone: no question per volume (its path and size), which a host with
         hundreds of disks would answer hundreds of times per reconcile pass."""
 
+    # -- networks --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def network_info(self, name: str) -> NetworkInfo:
+        """A libvirt network of the host; raises HypervisorError if there is none of that name."""
+
     # -- domains ---------------------------------------------------------------------------
     @abc.abstractmethod
     def define_domain(self, spec: DomainSpec) -> None:
@@ -169,12 +198,14 @@ class HypervisorDriver(abc.ABC):
     # -- moving between hosts ----------------------------------------------------------------
     @abc.abstractmethod
     def migrate_domain(self, name: str, *, destination: "HypervisorDriver", address: str | None = None,
-                       on_progress=None, timeout_s: float = 600) -> None:
+                       on_progress=None, timeout_s: float = 600, destination_nic: NicSpec | None = None) -> None:
         """Live-migrate the running domain `name` to `destination` (the disks stay where they
         are: shared storage). The domain keeps running here until the switch-over; afterwards it
         is defined and running on the destination and gone from here. On failure it stays,
         running, here. `on_progress(MigrationProgress)` is called about twice a second;
-        `address` is where the destination receives the memory stream (tcp://address)."""
+        `address` is where the destination receives the memory stream (tcp://address).
+        `destination_nic`: the domain's network card as the destination names the network (a
+        host may call the same network a libvirt network, another a bridge); it keeps its MAC."""
 
     # -- memory ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -22,6 +22,8 @@ from .base import (
     BalloonInfo,
     ImageUnavailable,
     MigrationProgress,
+    NetworkInfo,
+    NicSpec,
     VolumeInfo,
 )
 
@@ -250,6 +252,17 @@ class LibvirtDriver(HypervisorDriver):
                     raise self._fail(f"listing volumes of {pool}", exc) from exc
         return found
 
+    # -- networks --------------------------------------------------------------------------
+    def network_info(self, name: str) -> NetworkInfo:
+        try:
+            network = self._connection().networkLookupByName(name)
+            return vxml.read_network_info(network.XMLDesc(0), active=bool(network.isActive()))
+        except libvirt.libvirtError as exc:
+            if _code(exc) == libvirt.VIR_ERR_NO_NETWORK:
+                raise HypervisorError(f"libvirt network {name!r} does not exist on {self.uri} "
+                                      "(virsh net-list --all)") from exc
+            raise self._fail(f"reading libvirt network {name}", exc) from exc
+
     # -- domains ---------------------------------------------------------------------------
     def _domain(self, name: str) -> libvirt.virDomain:
         try:
@@ -383,7 +396,7 @@ class LibvirtDriver(HypervisorDriver):
 
     # -- moving between hosts ----------------------------------------------------------------
     def migrate_domain(self, name: str, *, destination: HypervisorDriver, address: str | None = None,
-                       on_progress=None, timeout_s: float = 600) -> None:
+                       on_progress=None, timeout_s: float = 600, destination_nic: NicSpec | None = None) -> None:
         if not isinstance(destination, LibvirtDriver):
             raise HypervisorError(f"cannot migrate {name} to a host of another kind of driver")
         # Cheap calls first, so that a cached connection to a daemon that restarted since is
@@ -392,6 +405,10 @@ class LibvirtDriver(HypervisorDriver):
         destination.host_capacity()
         domain = self._domain(name)
         destination_conn = destination._connection()
+        try:
+            destination_xml = self._destination_xml(domain, destination_nic)
+        except ValueError as exc:
+            raise HypervisorError(f"migrating {name} to {destination.uri}: {exc}") from exc
         # Client-managed migration (this process speaks to both daemons): no daemon needs to
         # reach the other's libvirt, only QEMU the destination's migration address.
         # UNSAFE: the caller vouches that both hosts see the same disk files coherently (one
@@ -401,6 +418,8 @@ class LibvirtDriver(HypervisorDriver):
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
                  | libvirt.VIR_MIGRATE_AUTO_CONVERGE | libvirt.VIR_MIGRATE_UNSAFE)
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"} if address else {}
+        if destination_xml is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML], params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = destination_xml
         failure: list[libvirt.libvirtError] = []
         arrived: list[libvirt.virDomain] = []
 
@@ -438,6 +457,35 @@ class LibvirtDriver(HypervisorDriver):
             final = self._migration_progress(arrived[0], libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
             if final is not None:
                 on_progress(final)
+
+    def _destination_xml(self, domain: libvirt.virDomain, nic: NicSpec | None) -> tuple[str, str] | None:
+        """The live and the persistent definition for the destination, when the domain has a
+        network card (re-plugged as the destination names the network); None: send it as it is."""
+        secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE  # keep console passwords
+        try:
+            live = domain.XMLDesc(secure)
+            if "<interface" not in live:
+                return None
+            persistent = domain.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except libvirt.libvirtError as exc:
+            raise self._fail(f"reading the definition of {domain.name()}", exc) from exc
+        ip = self._guest_ipv4(domain)
+        return vxml.with_destination_nic(live, nic, ip=ip), vxml.with_destination_nic(persistent, nic)
+
+    @staticmethod
+    def _guest_ipv4(domain: libvirt.virDomain) -> str | None:
+        """The guest's IPv4 address: from its libvirt network's DHCP leases, else from the host's
+        ARP table (a bridge whose gateway is this host)."""
+        for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP):
+            try:
+                interfaces = domain.interfaceAddresses(source, 0) or {}
+            except libvirt.libvirtError:
+                continue
+            for interface in interfaces.values():
+                for address in interface.get("addrs") or []:
+                    if address.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and address.get("addr"):
+                        return address["addr"]
+        return None
 
     @staticmethod
     def _migration_progress(domain: libvirt.virDomain, flags: int = 0) -> MigrationProgress | None:

@@ -6,7 +6,7 @@ import secrets
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
-from .base import DomainSpec, GraphicsPorts
+from .base import DomainSpec, GraphicsPorts, NetworkInfo, NicSpec
 
 METADATA_NS = "https://github.com/vdi-broker/ns/desktop/1"
 VNC_PASSWORD_MAX = 8  # the RFB "VNC authentication" DES key holds 8 characters
@@ -57,6 +57,8 @@ def domain_xml(spec: DomainSpec) -> str:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.serial_log_path, append="off")  # one boot per log
         _sub(serial, "target", port="0")
+    if spec.nic is not None:
+        devices.append(interface_element(spec.nic))
     # A tablet gives absolute pointer positions, so the browser's cursor and the guest's agree.
     _sub(devices, "input", type="tablet", bus="usb")
     for kind in spec.graphics:
@@ -79,6 +81,76 @@ def domain_xml(spec: DomainSpec) -> str:
     balloon = _sub(devices, "memballoon", model="virtio", autodeflate="on", freePageReporting="on")
     _sub(balloon, "stats", period="5")
     return ET.tostring(domain, encoding="unicode")
+
+
+NIC_KINDS = ("network", "bridge", "openvswitch")
+
+
+def interface_element(nic: NicSpec) -> ET.Element:
+    if nic.kind not in NIC_KINDS:
+        raise ValueError(f"unknown network kind {nic.kind!r}")
+    interface = ET.Element("interface", type="network" if nic.kind == "network" else "bridge")
+    _sub(interface, "mac", address=nic.mac_address)
+    if nic.kind == "network":
+        _sub(interface, "source", network=nic.source)
+    else:
+        _sub(interface, "source", bridge=nic.source)
+    if nic.kind == "openvswitch":
+        _sub(interface, "virtualport", type="openvswitch")
+        if nic.vlan_tag is not None:
+            vlan = _sub(interface, "vlan")
+            _sub(vlan, "tag", id=nic.vlan_tag)
+    elif nic.vlan_tag is not None:
+        raise ValueError("a VLAN tag needs an Open vSwitch bridge")
+    _sub(interface, "model", type="virtio")
+    if nic.isolated:
+        # The kernel bridge's port isolation: no frame between two isolated ports (other
+        # desktops of isolated pools); the host (gateway, DHCP) and the uplink stay reachable.
+        _sub(interface, "port", isolated="yes")
+    if nic.clean_traffic:
+        filterref = _sub(interface, "filterref", filter="clean-traffic")
+        # The address the filter allows is the one a DHCP answer gave, never one the guest picks.
+        _sub(filterref, "parameter", name="CTRL_IP_LEARNING", value="dhcp")
+        if nic.dhcp_server:
+            _sub(filterref, "parameter", name="DHCPSERVER", value=nic.dhcp_server)
+    return interface
+
+
+def with_destination_nic(domain_xml_text: str, nic: NicSpec | None, *, ip: str | None = None) -> str:
+    """A running domain's XML for the host it moves to: its network card plugged in as that host
+    names the pool's network (a libvirt network here, a bridge there). The card keeps its MAC,
+    model and PCI address, so the guest sees the same device. `ip`: the address the source's
+    filter learned, given to the destination's filter at once (the guest does not ask DHCP
+    again after a move, and a filter still learning would drop its traffic until it did)."""
+    root = ET.fromstring(domain_xml_text)
+    devices = root.find("./devices")
+    old = devices.find("./interface") if devices is not None else None
+    if old is None:
+        return domain_xml_text  # no card to re-plug (a pool that had no network when it started)
+    if nic is None:
+        raise ValueError("the desktop's pool has no network on the destination host")
+    new = interface_element(nic)
+    if ip and nic.clean_traffic:
+        _sub(new.find("./filterref"), "parameter", name="IP", value=ip)
+    address = old.find("./address")
+    if address is not None:
+        new.append(address)
+    index = list(devices).index(old)
+    devices.remove(old)
+    devices.insert(index, new)
+    return ET.tostring(root, encoding="unicode")
+
+
+def read_network_info(network_xml: str, *, active: bool) -> NetworkInfo:
+    root = ET.fromstring(network_xml)
+    bridge = root.find("./bridge")
+    address = None
+    for ip in root.findall("./ip"):
+        if ip.get("family", "ipv4") == "ipv4" and ip.get("address"):
+            address = ip.get("address")
+            break
+    return NetworkInfo(name=root.findtext("name") or "", active=active,
+                       bridge=bridge.get("name") if bridge is not None else None, ipv4_address=address)
 
 
 def volume_xml(*, name: str, capacity_bytes: int, backing_path: str | None = None) -> str:

@@ -5,6 +5,7 @@ from .farms import PublishedApp
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
 from .live_migrations import LiveMigration
+from .networks import PoolNetwork
 from .pools import Pool
 from .schedules import PoolScheduleRule
 from .sessions import ConsoleSession
@@ -24,6 +25,7 @@ __all__ = [
     "IllegalTransition",
     "LiveMigration",
     "Pool",
+    "PoolNetwork",
     "PoolScheduleRule",
     "PublishedApp",
 ]

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from .hosts import Host
 from .images import GoldenImageVersion
+from .networks import new_mac_address
 from .pools import Pool
 
 
@@ -105,6 +106,9 @@ class Desktop(models.Model):
     # Set while the broker has taken memory back from the idle guest (its balloon's target);
     # empty: the guest has its pool's full memory.
     memory_target_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # The NIC's MAC (pools with a network): chosen once, so a recompose, a restart or a move to
+    # another host keeps it, and with it the address DHCP gives the desktop.
+    mac_address = models.CharField(max_length=17, default=new_mac_address, editable=False)
     # Set when the user lost the entitlement: the desktop is kept until then (the user may be
     # entitled again), and deleted afterwards by the periodic cleanup.
     delete_after = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
@@ -134,6 +138,9 @@ class Desktop(models.Model):
                 condition=Q(user__isnull=False, application__isnull=False) & ~Q(state="deleted"),
                 name="one_live_app_session_per_user",
             ),
+            # Two live desktops never share a MAC (one L2 network, one DHCP server's leases).
+            models.UniqueConstraint(fields=["mac_address"], condition=~Q(state="deleted") & ~Q(mac_address=""),
+                                    name="one_live_desktop_per_mac_address"),
         ]
 
     def __str__(self):

@@ -55,6 +55,16 @@ class Pool(models.Model):
         help_text="Dedicated pools: size of each desktop's persistent user-data disk, kept across recompose "
         "(0 for none).",
     )
+    # -- network (the NIC itself: PoolNetwork, per host; no row, no NIC) -----------------
+    isolate_desktops = models.BooleanField(
+        null=True, blank=True, default=None,
+        choices=[(None, "By the pool's kind (floating: yes; dedicated: no)"), (True, "Yes"), (False, "No")],
+        help_text="Desktops of this pool cannot reach each other (libvirt isolated ports on the bridge); they "
+        "still reach the gateway and the rest of the network.")
+    filter_traffic = models.BooleanField(
+        default=True,
+        help_text="libvirt's clean-traffic filter on each desktop's port: it may send only from its own MAC "
+        "and from the address DHCP gave it (no spoofing of another desktop), and only IPv4 and ARP.")
     # -- sessions ------------------------------------------------------------------------
     disconnect_timeout_minutes = models.PositiveIntegerField(
         null=True,
@@ -128,6 +138,20 @@ class Pool(models.Model):
 
         hours = self.revoked_desktop_grace_hours
         return timedelta(hours=settings.VDI_REVOKED_DESKTOP_GRACE_HOURS if hours is None else hours)
+
+    def save(self, *args, **kwargs):
+        if self.isolate_desktops is None:
+            self.isolate_desktops = self.desktops_isolated
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "isolate_desktops"}
+        super().save(*args, **kwargs)
+
+    @property
+    def desktops_isolated(self) -> bool:
+        """isolate_desktops, also before the first save has chosen it by the pool's kind."""
+        if self.isolate_desktops is None:
+            return self.kind == self.Kind.FLOATING
+        return self.isolate_desktops
 
     @property
     def is_floating(self) -> bool:

@@ -20,7 +20,7 @@ from ..hypervisor import DomainNotFound, HypervisorError, MigrationProgress, dri
 from ..models import BrokerEvent, Desktop, DesktopState, Host, LiveMigration
 from .. import selectors
 from .hosts import set_host_maintenance
-from .provisioning import prepare_host_storage
+from .provisioning import desktop_nic, prepare_host_storage
 
 log = logging.getLogger(__name__)
 S = DesktopState
@@ -137,8 +137,10 @@ def migrate_desktop(*, migration_id: int) -> LiveMigration | None:
     started = timezone.now()
     try:
         prepare_host_storage(destination)  # later operations there find the pools
+        destination_driver = driver_for_uri(destination.reachable_uri)
         driver_for_host(source).migrate_domain(
-            desktop.name, destination=driver_for_uri(destination.reachable_uri),
+            desktop.name, destination=destination_driver, destination_nic=_nic_on(desktop, destination,
+                                                                                  destination_driver),
             address=destination.migration_address or None, timeout_s=MIGRATION_TIMEOUT_S,
             on_progress=lambda progress: _save_progress(migration.pk, progress))
     except HypervisorError as exc:
@@ -149,6 +151,15 @@ def migrate_desktop(*, migration_id: int) -> LiveMigration | None:
                                     text="The move was cancelled: your desktop stays where it is.")
         return _finish(migration, M.FAILED, str(exc))
     return _arrived(migration, desktop, source, destination, seconds=(timezone.now() - started).total_seconds())
+
+
+def _nic_on(desktop: Desktop, host: Host, driver):
+    """The desktop's network card as `host` names the pool's network."""
+    import copy
+
+    there = copy.copy(desktop)
+    there.host = host
+    return desktop_nic(there, driver=driver)
 
 
 def _arrived(migration: LiveMigration, desktop: Desktop, source: Host, destination: Host, *,

@@ -16,8 +16,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..capacity import pool_capacity
-from ..hypervisor import DomainNotFound, DomainSpec, HypervisorError, driver_for_host
-from ..models import BrokerEvent, Desktop, DesktopState, Pool
+from ..hypervisor import DomainNotFound, DomainSpec, HypervisorError, NicSpec, driver_for_host
+from ..models import BrokerEvent, Desktop, DesktopState, Pool, PoolNetwork
+from ..models.networks import new_mac_address
 from ..console import control as console_control
 from ..console.close_codes import CloseCode
 from ..enqueue import enqueue_after_commit
@@ -45,7 +46,26 @@ def _volume_path(desktop: Desktop, volume_name: str) -> str:
     return f"{desktop.host.storage_path.rstrip('/')}/{volume_name}"
 
 
-def domain_spec(desktop: Desktop) -> DomainSpec:
+def desktop_nic(desktop: Desktop, *, driver=None) -> NicSpec | None:
+    """The desktop's network card on its host, from the pool's network row for that host (none:
+    no card). With `driver`, a libvirt network is checked on the host and, unless the row names
+    a DHCP server, its own address (its dnsmasq) becomes the one the traffic filter believes."""
+    pool = desktop.pool
+    row = PoolNetwork.for_desktop(pool=pool, host=desktop.host)
+    if row is None:
+        return None
+    dhcp_server = row.dhcp_server or None
+    if row.kind == PoolNetwork.Kind.NETWORK and driver is not None:
+        network = driver.network_info(row.name)
+        if not network.active:
+            raise HypervisorError(f"libvirt network {row.name!r} on {desktop.host} is not running "
+                                  f"(virsh net-start {row.name}; net-autostart keeps it so)")
+        dhcp_server = dhcp_server or network.ipv4_address
+    return NicSpec(kind=row.kind, source=row.name, mac_address=desktop.mac_address, vlan_tag=row.vlan_tag,
+                   isolated=pool.desktops_isolated, clean_traffic=pool.filter_traffic, dhcp_server=dhcp_server)
+
+
+def domain_spec(desktop: Desktop, *, driver=None) -> DomainSpec:
     pool = desktop.pool
     return DomainSpec(
         name=desktop.name,
@@ -57,6 +77,7 @@ def domain_spec(desktop: Desktop) -> DomainSpec:
         data_disk_path=_volume_path(desktop, desktop.data_volume_name) if desktop.data_volume_name else None,
         serial_log_path=desktop.serial_log_path,
         metadata={"desktop": str(desktop.pk), "pool": pool.name},
+        nic=desktop_nic(desktop, driver=driver),
     )
 
 
@@ -73,6 +94,7 @@ def new_desktop(*, pool: Pool, host, version, user=None, application=None) -> De
         Pool.objects.filter(pk=pool.pk).update(desktop_counter=F("desktop_counter") + 1)
         number = Pool.objects.values_list("desktop_counter", flat=True).get(pk=pool.pk)
         name = settings.VDI_NAME_PREFIX + pool.naming_pattern.format(pool=pool.name, n=number)
+        mac_address = new_mac_address()
         try:
             with transaction.atomic():
                 desktop = Desktop.objects.create(
@@ -83,6 +105,7 @@ def new_desktop(*, pool: Pool, host, version, user=None, application=None) -> De
                     application=application,
                     name=name,
                     state=S.QUEUED,
+                    mac_address=mac_address,
                     assigned_at=timezone.now() if user else None,
                     data_volume_name=f"{name}-data.qcow2"
                     if pool.kind == Pool.Kind.DEDICATED and pool.data_disk_gib else "",
@@ -90,6 +113,8 @@ def new_desktop(*, pool: Pool, host, version, user=None, application=None) -> De
         except IntegrityError:
             if Desktop.objects.filter(name=name).exists():
                 continue  # the pattern met an existing name: take the next number
+            if Desktop.objects.filter(mac_address=mac_address).exclude(state=S.DELETED).exists():
+                continue  # 1 in 16 million per live desktop: draw another MAC
             raise  # the one-desktop-per-user constraint: the caller handles it
         return desktop
     raise HypervisorError(f"could not find a free desktop name with pattern {pool.naming_pattern!r}")
@@ -134,7 +159,7 @@ def _build_disks_and_define(desktop: Desktop, driver) -> None:
         base_path=desktop.image_version.path,
         linked=desktop.pool.linked_clones,
     )
-    spec = domain_spec(desktop)
+    spec = domain_spec(desktop, driver=driver)
     if volume.path != spec.system_disk_path:
         raise HypervisorError(
             f"storage pool {host.storage_pool} on {host.name} is at {volume.path.rsplit('/', 1)[0]}, "

@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from broker.hypervisor import HypervisorError
-from broker.models import Entitlement, GoldenImage, Host, Pool, PublishedApp
+from broker.hypervisor import HypervisorError, driver_for_host
+from broker.models import Entitlement, GoldenImage, Host, Pool, PoolNetwork, PublishedApp
 from broker.services.images import publish_image_version
 
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--image", default=os.environ.get(
-            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v2.qcow2"))
+            "VDI_DEMO_IMAGE", f"{settings.VDI_IMAGE_PATH}/demo-linux-v4.qcow2"))
         parser.add_argument("--libvirt-uri", default=os.environ.get("VDI_LIBVIRT_URI", "qemu:///system"))
         parser.add_argument("--domain-type", default=os.environ.get("VDI_DOMAIN_TYPE", "qemu"),
                             choices=["kvm", "qemu"])
@@ -33,8 +33,9 @@ class Command(BaseCommand):
             name="local",
             defaults={"libvirt_uri": opts["libvirt_uri"], "domain_type": opts["domain_type"], **shared},
         )
+        second = None
         if os.environ.get("VDI_DEMO_SECOND_HOST_URI"):  # scripts/start-second-libvirtd.sh
-            Host.objects.update_or_create(
+            second, _ = Host.objects.update_or_create(
                 name="local-b",
                 defaults={"libvirt_uri": os.environ["VDI_DEMO_SECOND_HOST_URI"], "domain_type": opts["domain_type"],
                           # High availability: declared dead after 60 s without an answer, fenced by
@@ -79,6 +80,8 @@ class Command(BaseCommand):
                 "disconnect_timeout_minutes": 15,
             },
         )
+        for vm_pool in (pool, kiosk):
+            self._network(vm_pool, host=host, second=second)
         farm = self._farm()
         employees, _ = Group.objects.get_or_create(name="Employees")
         for offered in (pool, kiosk, farm):
@@ -91,6 +94,24 @@ class Command(BaseCommand):
         self._account(os.environ.get("VDI_ADMIN_USER", "admin"), "VDI_ADMIN_PASSWORD", staff=True, lines=lines)
         for line in lines:
             self.stdout.write(line)
+
+    def _network(self, pool: Pool, *, host: Host, second: Host | None) -> None:
+        """The demo's desktops on the NAT network (scripts/start-nat-network.sh): on this machine's
+        libvirtd the libvirt network itself; on the second daemon, which shares this machine's
+        network stack but not its libvirt networks, the same network's bridge. A pool whose
+        network an admin has set is left alone."""
+        if pool.networks.exists():
+            return
+        name = os.environ.get("VDI_NAT_NETWORK", "vdi-nat")
+        try:
+            network = driver_for_host(host).network_info(name)
+        except HypervisorError as exc:
+            self.stderr.write(f"{pool.name}: desktops without a network ({exc}; scripts/start-nat-network.sh)")
+            return
+        PoolNetwork.objects.create(pool=pool, kind=PoolNetwork.Kind.NETWORK, name=name)
+        if second is not None and network.bridge:
+            PoolNetwork.objects.create(pool=pool, host=second, kind=PoolNetwork.Kind.BRIDGE, name=network.bridge,
+                                       dhcp_server=network.ipv4_address)
 
     def _farm(self) -> Pool:
         """A farm on this machine: a shared desktop (icewm and a terminal) and one published
