@@ -11,6 +11,7 @@ from .base import (
     HypervisorError,
     ImageUnavailable,
     MigrationProgress,
+    StorageFull,
     VolumeInfo,
 )
 from .registry import driver_for_host, driver_for_uri
@@ -26,6 +27,7 @@ __all__ = [
     "HypervisorError",
     "ImageUnavailable",
     "MigrationProgress",
+    "StorageFull",
     "VolumeInfo",
     "driver_for_host",
     "driver_for_uri",
