@@ -14,8 +14,10 @@ import requests
 from django.conf import settings
 
 from config.redis_urls import celery_broker_url
+from config.serve import uvicorn_argv
 from tests.support.console_client import session_cookie
 from tests.support.stack import BIN, ROOT, LiveStack, free_port
+from tests.support.waiting import wait_until
 
 
 class PrivateRedis:
@@ -99,10 +101,11 @@ class FaultStack(LiveStack):
     """The live stack (portal and worker, and a beat if asked) with some of its environment
     replaced: another Redis, another database, shorter periods."""
 
-    def __init__(self, name: str, *, env: dict, beat: bool = False):
+    def __init__(self, name: str, *, env: dict, beat: bool = False, worker: bool = True):
         super().__init__()
         self.extra_env = env
         self.with_beat = beat
+        self.with_worker = worker
         self.log_dir = self.log_dir / name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -110,9 +113,21 @@ class FaultStack(LiveStack):
         return {**super().env(), **self.extra_env}
 
     def start(self):
+        if not self.with_worker:  # the portal alone (its tasks go to the session's live stack)
+            self.portal = self._spawn("portal", uvicorn_argv(str(BIN / "python"), "config.asgi:application",
+                                                             "--host", "127.0.0.1", "--port", str(self.port)))
+            wait_until(lambda: self._answers(), timeout=60, what=f"the portal; see {self.log_dir}")
+            return
         super().start()
         if self.with_beat:
             self.beat = self.start_beat("beat")
+
+    def _answers(self) -> bool:
+        assert self.portal.poll() is None, f"the portal exited; see {self.log_dir}"
+        try:
+            return requests.get(f"{self.base_url}/login/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
     def start_beat(self, name: str) -> subprocess.Popen:
         schedule = self.log_dir / f"{name}-schedule"
