@@ -256,6 +256,10 @@ VDI_GUEST_LOG_DIR = os.environ.get("VDI_GUEST_LOG_DIR", "/var/lib/vdi/logs")
 # Prefix of every libvirt domain and volume the broker creates.
 VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
 
+# A desktop still queued (no worker took its task) this long after its last try is sent its
+# task again by the periodic pass: a task lost with a Redis restart must not hold a launch.
+VDI_QUEUED_RETRY_SECONDS = float(os.environ.get("VDI_QUEUED_RETRY_SECONDS", "120"))
+
 # How often an open console re-checks its user's login and entitlement (a backstop for a lost
 # "close" message).
 VDI_CONSOLE_RECHECK_SECONDS = float(os.environ.get("VDI_CONSOLE_RECHECK_SECONDS", "60"))
