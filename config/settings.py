@@ -104,7 +104,10 @@ DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "0"))
 if DATABASES["default"]["ENGINE"].endswith("postgresql") and DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 20}
+        "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE,
+        # How long a request waits for a connection: in a burst, or while PostgreSQL is away
+        # (then it gets the 503 page after this long: config/unavailable.py).
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "20"))}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
