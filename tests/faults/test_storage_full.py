@@ -83,6 +83,9 @@ def test_a_pool_that_fills_up_during_two_clones_keeps_only_the_one_that_fit(imag
                                min_spares=2, max_desktops=5, linked_clones=False, host=full_host,
                                spares_powered_on=False)
     assert reconcile_pool(pool_id=pool.pk)["created"] == 2
+    # No refill pass afterwards: it would reach the session's live worker (this test commits)
+    # and build on the small disk after the test has unmounted it.
+    Pool.objects.filter(pk=pool.pk).update(min_spares=0)
     threads = [threading.Thread(target=closing_connection(lambda pk=d.pk: provision_desktop_task.apply(args=[pk])))
                for d in Desktop.objects.filter(pool=pool)]
     for thread in threads:
