@@ -5,10 +5,13 @@ name the task. Sending after commit means the worker always finds the rows the t
 and a rolled-back transaction starts nothing.
 """
 
+import logging
 from importlib import import_module
 
 from celery import current_app
 from django.db import transaction
+
+log = logging.getLogger(__name__)
 
 
 def enqueue_after_commit(task_name: str, *args, queue: str | None = None, countdown: float | None = None,
@@ -28,7 +31,16 @@ def enqueue_after_commit(task_name: str, *args, queue: str | None = None, countd
         options["countdown"] = countdown
     if expires:
         options["expires"] = expires
-    transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs, **options))
+
+    def send():
+        try:
+            task.apply_async(args=args, kwargs=kwargs, **options)
+        except Exception as exc:  # the broker (Redis) is away: the rows are committed already
+            # Not the request's failure: a desktop waiting for this task is sent it again by
+            # the periodic pass (broker/services/hosts.py, VDI_QUEUED_RETRY_SECONDS).
+            log.warning("task %s%r not sent, the broker did not answer: %s", task_name, args, exc)
+
+    transaction.on_commit(send)
 
 
 def enqueue_for_host(task_name: str, *args, host, **kwargs) -> None:

@@ -7,3 +7,27 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("vdi")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _survive_a_redis_restart():
+    """kombu 5.7's Redis transport crashes the worker ("Unrecoverable error: AttributeError
+    'NoneType' object has no attribute 'hostname'") when Redis goes away while a task is
+    unacknowledged: closing the lost connection tries to put the task back through a
+    connection it has already released. Make that the connection error it is, which kombu
+    ignores on close, so the worker reconnects when Redis is back instead of exiting (the task
+    itself is redelivered by the broker's periodic pass: broker/services/hosts.py). The same trace
+    as celery/kombu#582, still open in 5.7."""
+    from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    connparams = kombu_redis.Channel._connparams
+
+    def _connparams_unless_released(self, asynchronous=False):
+        if self.connection.client is None:
+            raise RedisConnectionError("the connection to Redis was lost and released")
+        return connparams(self, asynchronous)
+
+    kombu_redis.Channel._connparams = _connparams_unless_released
+
+
+_survive_a_redis_restart()

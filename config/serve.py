@@ -14,7 +14,7 @@ Any other uvicorn option may follow (--ssl-keyfile, ...). Added here:
 - What one connection may cost (LIMIT_OPTIONS): a request head must arrive within 10 s
   (config/uvicorn_http.py; uvicorn alone waits for ever) and fit in 16 KiB; idle keep-alive
   connections close after 5 s; a websocket message from a browser is at most 1 MiB (consoles
-  send keystrokes and mouse moves); a websocket that does not answer pings for 20 s is closed;
+  send keystrokes and mouse moves); a websocket that does not answer pings for 20 s (VDI_WS_PING_SECONDS) is closed;
   at most VDI_MAX_CONNECTIONS (4096) connections at once, then HTTP answers 503.
 
 - Proxy headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from the addresses in
@@ -41,8 +41,10 @@ LIMIT_OPTIONS = [
     "--h11-max-incomplete-event-size", "16384",
     "--timeout-keep-alive", "5",
     "--ws-max-size", str(1024 * 1024),
-    "--ws-ping-interval", "20",
-    "--ws-ping-timeout", "20",
+    # A browser that vanished without a word (laptop closed, network gone) is noticed by its
+    # unanswered pings; its console then closes and its session row with it.
+    "--ws-ping-interval", os.environ.get("VDI_WS_PING_SECONDS", "20"),
+    "--ws-ping-timeout", os.environ.get("VDI_WS_PING_SECONDS", "20"),
     "--limit-concurrency", os.environ.get("VDI_MAX_CONNECTIONS", "4096"),
 ]
 

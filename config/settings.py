@@ -104,7 +104,10 @@ DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "0"))
 if DATABASES["default"]["ENGINE"].endswith("postgresql") and DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 20}
+        "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE,
+        # How long a request waits for a connection: in a burst, or while PostgreSQL is away
+        # (then it gets the 503 page after this long: config/unavailable.py).
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "20"))}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -255,6 +258,10 @@ VDI_IMAGE_PATH = os.environ.get("VDI_IMAGE_PATH", "/var/lib/vdi/images")
 VDI_GUEST_LOG_DIR = os.environ.get("VDI_GUEST_LOG_DIR", "/var/lib/vdi/logs")
 # Prefix of every libvirt domain and volume the broker creates.
 VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
+
+# A desktop still queued (no worker took its task) this long after its last try is sent its
+# task again by the periodic pass: a task lost with a Redis restart must not hold a launch.
+VDI_QUEUED_RETRY_SECONDS = float(os.environ.get("VDI_QUEUED_RETRY_SECONDS", "120"))
 
 # How often an open console re-checks its user's login and entitlement (a backstop for a lost
 # "close" message).

@@ -5,3 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("portal.urls")),
 ]
+
+# The database away (restart, failover): a 503 page that says so, not a 500 (config/unavailable.py).
+handler500 = "config.unavailable.server_error"

@@ -108,6 +108,7 @@ class ConsoleConnection:
         self.last_input = self.opened = time.monotonic()
         self.counts_as_console = self.watches_input = True  # SPICE: only its main / inputs channel
         self.accepted = False
+        self.browser_left = (1000, "closed by the browser")
         self.pongs = PongBudget()
         # How the console closes when the desktop's side ends (a live migration changes it).
         self.desktop_end = (CloseCode.DESKTOP_CLOSED, "The desktop closed the console (it may have powered off).")
@@ -258,6 +259,7 @@ class ConsoleConnection:
         while True:
             event = await self.receive()
             if event["type"] != "websocket.receive":
+                self._note_browser_left(event)
                 raise BrowserGone()
             data = event.get("bytes")
             if data is None:
@@ -284,6 +286,7 @@ class ConsoleConnection:
             while True:
                 event = await receive()
                 if event["type"] != "websocket.receive":
+                    self._note_browser_left(event)
                     return
                 data = event.get("bytes")
                 if data is None:
@@ -438,6 +441,15 @@ class ConsoleConnection:
                     await self._notice(str(message.get("text", "")))
 
     # -- closing ------------------------------------------------------------------------------
+    def _note_browser_left(self, event: dict):
+        """How the browser left, for its session row: a close frame's code, or 1006 when it
+        vanished without one (killed, crashed, its network gone and its pings unanswered)."""
+        code = event.get("code") or 1005
+        if code == 1006:
+            self.browser_left = (code, "The browser went away without closing the console.")
+        else:
+            self.browser_left = (code, "closed by the browser")
+
     async def _close(self, code: int, reason: str):
         if self.closed_with is not None:
             return
@@ -468,7 +480,7 @@ class ConsoleConnection:
                 except Exception:  # Redis away: the group entry expires on its own
                     log.warning("could not leave console group %s", group)
         if self.session_id is not None:
-            code, reason = self.closed_with or (1000, "closed by the browser")
+            code, reason = self.closed_with or self.browser_left
             await database_sync_to_async(console_sessions.close_console_session)(
                 session_id=self.session_id, code=code, reason=reason,
                 bytes_to_client=self.bytes_to_client + (self.desktop.sent_directly if self.desktop else 0),

@@ -56,6 +56,18 @@ class ConsoleWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn reports 1005 when the socket ends after the handshake. Where no close frame
+        # came first (a browser killed, or cut off and its pings unanswered) that is 1006,
+        # "closed abnormally" (RFC 6455 7.1.5): the console's session row says so. With a
+        # close frame the application has had its disconnect event already.
+        if self.handshake_complete and self.conn.close_rcvd is None:
+            self.stop_keepalive()
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+            self.connections.remove(self)
+            return
+        super().connection_lost(exc)
+
     def handle_ping(self) -> None:
         # websockets queued a pong for every ping. A client that floods pings and never reads
         # would grow the socket's write buffer without bound (tens of MB a second): while the

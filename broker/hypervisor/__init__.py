@@ -14,6 +14,7 @@ from .base import (
     MigrationProgress,
     NetworkInfo,
     NicSpec,
+    StorageFull,
     VolumeInfo,
 )
 from .registry import driver_for_host, driver_for_uri
@@ -32,6 +33,7 @@ __all__ = [
     "MigrationProgress",
     "NetworkInfo",
     "NicSpec",
+    "StorageFull",
     "VolumeInfo",
     "driver_for_host",
     "driver_for_uri",

@@ -27,6 +27,10 @@ class ImageUnavailable(HypervisorError):
     """A golden image is missing or unreadable on the host."""
 
 
+class StorageFull(HypervisorError):
+    """A storage pool has no room for a disk; the message names the pool and the space."""
+
+
 @dataclass(frozen=True)
 class NicSpec:
     """A desktop's network card: where it plugs in, and what guards its port."""

@@ -24,6 +24,7 @@ from .base import (
     MigrationProgress,
     NetworkInfo,
     NicSpec,
+    StorageFull,
     VolumeInfo,
 )
 
@@ -42,6 +43,7 @@ _STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
 }
 VOLUME_BUILD_TIMEOUT_S = 300
+OVERLAY_BYTES = 1024 * 1024  # what a linked clone (a qcow2 overlay) takes before the guest writes
 _CONNECTION_LOST = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_RPC,
@@ -53,6 +55,10 @@ _CONNECTION_LOST = {
 
 def _code(exc: libvirt.libvirtError) -> int:
     return exc.get_error_code() or 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f}"
 
 
 class LibvirtDriver(HypervisorDriver):
@@ -123,10 +129,20 @@ class LibvirtDriver(HypervisorDriver):
             except libvirt.libvirtError as exc:
                 if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
                     raise
-                pool = conn.storagePoolDefineXML(vxml.dir_pool_xml(name=name, path=path), 0)
-                pool.build(0)
+                try:
+                    pool = conn.storagePoolDefineXML(vxml.dir_pool_xml(name=name, path=path), 0)
+                    pool.build(0)
+                except libvirt.libvirtError as define_exc:
+                    # Two clones on a new host at once: the other one defined it first.
+                    if "already exists" not in (define_exc.get_error_message() or ""):
+                        raise
+                    pool = conn.storagePoolLookupByName(name)
             if not pool.isActive():
-                pool.create(0)
+                try:
+                    pool.create(0)
+                except libvirt.libvirtError:
+                    if not pool.isActive():  # started by the other one meanwhile: fine
+                        raise
             pool.setAutostart(1)
         except libvirt.libvirtError as exc:
             raise self._fail(f"preparing storage pool {name} at {path}", exc) from exc
@@ -172,6 +188,9 @@ class LibvirtDriver(HypervisorDriver):
             xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes, backing_path=base.path)
         else:
             xml = vxml.volume_xml(name=name, capacity_bytes=base.capacity_bytes)
+        # A full copy writes the image's data; an overlay only its header.
+        needed = base.allocation_bytes if not linked else OVERLAY_BYTES
+        what = f"a {'linked' if linked else 'full'} clone of {base_path}"
         deadline = time.monotonic() + VOLUME_BUILD_TIMEOUT_S
         refreshed = False
         while True:
@@ -183,12 +202,17 @@ class LibvirtDriver(HypervisorDriver):
             except libvirt.libvirtError as exc:
                 if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise self._fail(f"looking up volume {pool}/{name}", exc) from exc
+                self._check_room(storage, pool=pool, needed=needed, what=what)
                 try:
                     if linked:
                         return self._volume_info(storage.createXML(xml, 0))
                     source = self._connection().storageVolLookupByPath(base.path)
                     return self._volume_info(storage.createXMLFrom(xml, source, 0))
                 except libvirt.libvirtError as create_exc:
+                    if "No space left on device" in (create_exc.get_error_message() or ""):
+                        # Filled up meanwhile (other clones): leave no half-written file behind.
+                        self._delete_partial_volume(storage, name)
+                        self._check_room(storage, pool=pool, needed=needed, what=what, full=True)
                     if _code(create_exc) != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
                         raise self._fail(f"cloning {base_path} to {pool}/{name}", create_exc) from create_exc
                     if not refreshed:
@@ -204,6 +228,37 @@ class LibvirtDriver(HypervisorDriver):
             if time.monotonic() > deadline:
                 raise HypervisorError(f"volume {pool}/{name} is still being written by another worker")
             time.sleep(0.1)
+
+    def _check_room(self, storage: libvirt.virStoragePool, *, pool: str, needed: int, what: str,
+                    full: bool = False) -> None:
+        """Raise StorageFull, naming the pool and the space, when `needed` bytes do not fit
+        (or, `full`, in any case: the disk said so)."""
+        def free_space(refresh: bool) -> tuple[int, int]:
+            if refresh:
+                try:
+                    storage.refresh(0)  # reads every volume's header: only when it may matter
+                except libvirt.libvirtError:
+                    pass  # another volume is being written: the figures below are a moment old
+            try:
+                _state, capacity, _allocation, available = storage.info()
+            except libvirt.libvirtError as exc:
+                raise self._fail(f"reading the free space of storage pool {pool}", exc) from exc
+            return capacity, available
+
+        capacity, available = free_space(refresh=False)
+        if full or available < needed:
+            capacity, available = free_space(refresh=True)  # libvirt's figure may be old
+        if full or available < needed:
+            raise StorageFull(
+                f"storage pool {pool} on {self.uri} is full: {_mib(available)} MiB free of {_mib(capacity)} MiB, "
+                f"{what} needs {_mib(needed)} MiB. Free space there or give the host a bigger pool.")
+
+    def _delete_partial_volume(self, storage: libvirt.virStoragePool, name: str) -> None:
+        try:
+            storage.refresh(0)
+            storage.storageVolLookupByName(name).delete(0)
+        except libvirt.libvirtError:
+            pass  # libvirt removed it itself
 
     def create_volume(self, *, pool: str, name: str, capacity_bytes: int) -> VolumeInfo:
         storage = self._pool(pool)

@@ -4,7 +4,8 @@
 the broker's name prefix that no desktop owns (left by a crash) are removed; desktops whose
 domain vanished are marked failed (a spare is then replaced by its pool; a user's desktop is
 rebuilt at their next launch, keeping its data disk if that survived); desktops stuck in a
-transitional state are retried, then failed. Every action is an event row.
+transitional state are retried, then failed; a desktop queued for long is sent its task again
+(lost with a Redis restart). Every action is an event row.
 """
 
 import logging
@@ -70,6 +71,7 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
     done = {"orphan_domains": [], "stale_copies": [], "orphan_volumes": [], "vanished": [], "powered_off": [], "retried": [],
             "failed": []}
 
+    queued_retry_after = timedelta(seconds=settings.VDI_QUEUED_RETRY_SECONDS)
     desktops = {d.name: d for d in Desktop.objects.filter(host=host).exclude(state=S.DELETED)}
     # Rows created but not yet committed by another process could look like orphans for a
     # moment: only judge domains and volumes against rows that exist now AND recent creations.
@@ -118,11 +120,24 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
                 done["powered_off"].append(desktop.name)
         elif desktop.state in TRANSITIONAL_STATES and now - desktop.state_changed_at > STUCK_AFTER:
             _unstick(desktop, done)
+        elif desktop.state == S.QUEUED and now - desktop.state_changed_at > queued_retry_after:
+            _send_again(desktop, done)
 
     from .memory import shrink_idle_desktops
 
     done["ballooned"] = shrink_idle_desktops(host=host, driver=driver, now=now)
     return done
+
+
+def _send_again(desktop: Desktop, done: dict) -> None:
+    """Still queued: its task may never have reached a worker (Redis restarted with it, or was
+    away when the launch committed). Send it again; a duplicate finds the work done."""
+    if not Desktop.objects.filter(pk=desktop.pk, state=S.QUEUED,
+                                  state_changed_at=desktop.state_changed_at).update(state_changed_at=timezone.now()):
+        return  # a worker took it meanwhile, or another pass sent it
+    desktop.note("no worker took it yet; its task was sent again")
+    enqueue_for_host("broker.tasks.provision_desktop_task", desktop.pk, host=desktop.host)
+    done["retried"].append(desktop.name)
 
 
 def _owned_volume_names(names: set[str]) -> set[str]:
