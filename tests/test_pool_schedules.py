@@ -430,8 +430,10 @@ def post_rules(client, pool, rules):
 
     data = {k: ("on" if v is True else v) for k, v in model_to_dict(pool).items()
             if v is not None and v is not False and v != ""}
+    data["isolate_desktops"] = str(pool.isolate_desktops)  # a choice of Yes / No / by kind, not a checkbox
     data.update({"entitlements-TOTAL_FORMS": "0", "entitlements-INITIAL_FORMS": "0",
-                 "schedule_rules-TOTAL_FORMS": str(len(rules)), "schedule_rules-INITIAL_FORMS": "0"})
+                 "schedule_rules-TOTAL_FORMS": str(len(rules)), "schedule_rules-INITIAL_FORMS": "0",
+                 "networks-TOTAL_FORMS": "0", "networks-INITIAL_FORMS": "0"})
     for n, (days, start, end, count, name, *powered_on) in enumerate(rules):
         data.update({f"schedule_rules-{n}-name": name, f"schedule_rules-{n}-weekdays": [str(d) for d in days],
                      f"schedule_rules-{n}-start_time": start, f"schedule_rules-{n}-end_time": end,
@@ -452,7 +454,9 @@ def test_the_admin_adds_rules_inline(admin_client_logged_in, floating):
         (weekdays, "10:00", "20:00", 5, "Day"),
         ([SAT, SUN], "00:00", "00:00", 0, "Weekend", False),
     ])
-    assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.non_form_errors()
+    assert response.status_code == 302, (response.context["adminform"].form.errors,
+                                         [(f.formset.prefix, f.formset.errors, f.formset.non_form_errors())
+                                          for f in response.context["inline_admin_formsets"]])
     weekend, early, rush, day = PoolScheduleRule.objects.filter(pool=floating).order_by("start_time", "pk")
     assert (rush.weekdays, rush.min_spares, rush.name, rush.spares_powered_on) == (WEEKDAYS, 20, "Morning rush", True)
     assert (weekend.weekdays, weekend.start_time, weekend.end_time) == (SAT | SUN, time(0), time(0))

@@ -213,7 +213,10 @@ class LibvirtDriver(HypervisorDriver):
                         # Filled up meanwhile (other clones): leave no half-written file behind.
                         self._delete_partial_volume(storage, name)
                         self._check_room(storage, pool=pool, needed=needed, what=what, full=True)
-                    if _code(create_exc) != libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                    # A duplicate task building the same volume right now: libvirt says it
+                    # exists, or (while it is still being written) that its name is in use.
+                    in_use = "already in use" in (create_exc.get_error_message() or "")
+                    if _code(create_exc) != libvirt.VIR_ERR_STORAGE_VOL_EXIST and not in_use:
                         raise self._fail(f"cloning {base_path} to {pool}/{name}", create_exc) from create_exc
                     if not refreshed:
                         # On shared storage another host's daemon may have written or removed
