@@ -4,6 +4,7 @@ from django.db.models import Count, Q, Sum
 
 from .models import (
     BrokerEvent,
+    DataDiskBackup,
     ConsoleSession,
     Desktop,
     DesktopEvent,
@@ -331,6 +332,10 @@ class PoolAdmin(admin.ModelAdmin):
         ("Farm (shared sessions)", {"fields": ["farm_offers_desktop", "max_sessions_per_host",
                                                "max_concurrent_logons_per_host", "session_geometry"]}),
         ("Image updates", {"fields": ["recompose_after"]}),
+        ("Backups of the data disks", {"fields": ["backup_every_hours", "backup_keep"],
+                                       "description": "Dedicated pools with a data disk: how often each desktop's "
+                                                      "data disk is copied to the backup storage, and how many copies "
+                                                      "are kept."}),
         ("Sessions", {"fields": ["disconnect_timeout_minutes", "revoked_desktop_grace_hours"]}),
         ("Health", {"fields": ["consecutive_failures", "backoff_until", "last_reconciled_at"]}),
     ]
@@ -445,6 +450,38 @@ class DesktopEventInline(admin.TabularInline):
         return False
 
 
+class DataDiskBackupInline(admin.TabularInline):
+    model = DataDiskBackup
+    fk_name = "desktop"
+    verbose_name_plural = "Backups of the data disk (restore one from Data disk backups)"
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "kind", "state", "size", "taken_live", "finished_at", "error", "restore_link"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Size")
+    def size(self, obj):
+        return _size(obj.size_bytes)
+
+    @admin.display(description="Restore")
+    def restore_link(self, obj):
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if obj.state != DataDiskBackup.State.DONE:
+            return "-"
+        return format_html('<a href="{}?desktop__id__exact={}">restore…</a>',
+                           reverse("admin:broker_datadiskbackup_changelist"), obj.desktop_id)
+
+
+def _size(size_bytes):
+    return "-" if size_bytes is None else f"{size_bytes / 2**20:.1f} MiB"
+
+
 class PublishedAppFilter(admin.RelatedFieldListFilter):
     """The applications to filter by, named with their farm in one query (not one per app)."""
 
@@ -462,8 +499,23 @@ class DesktopAdmin(admin.ModelAdmin):
                        "host", "image_version", "pool", "mac_address", "created_at"]
     fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
               "vnc_port", "spice_port", "mac_address", "uuid", "created_at"]
-    inlines = [DesktopEventInline]
-    actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message", "move_to_another_host"]
+    inlines = [DataDiskBackupInline, DesktopEventInline]
+    actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message", "move_to_another_host",
+               "back_up_now"]
+
+    def get_inlines(self, request, obj):
+        if obj is not None and not obj.data_volume_name:
+            return [DesktopEventInline]
+        return self.inlines
+
+    @admin.action(description="Back up the data disk now (dedicated desktops; the desktop keeps running)",
+                  permissions=["change"])
+    def back_up_now(self, request, queryset):
+        from .services.backups import request_backup
+
+        count = sum(request_backup(desktop=desktop, kind=DataDiskBackup.Kind.MANUAL, actor=request.user)
+                    for desktop in queryset.select_related("host").exclude(state=DesktopState.DELETED))
+        self.message_user(request, f"Backing up the data disks of {count} desktop(s); see each desktop's backups.")
 
     @admin.action(description="Move to another host (live migration; the user's console reconnects by itself)",
                   permissions=["change"])
@@ -569,6 +621,83 @@ class DesktopAdmin(admin.ModelAdmin):
         for desktop in queryset.select_related("pool").exclude(state=DesktopState.DELETED):
             end_desktop_session(desktop=desktop, actor=request.user, reason="reset by an admin")
         self.message_user(request, "Reset requested; consoles of these desktops were closed.")
+
+
+class RestoreTargetForm(forms.Form):
+    to_desktop = forms.ModelChoiceField(
+        queryset=Desktop.objects.none(), label="Restore to",
+        help_text="A dedicated desktop with a data disk. Its data disk is replaced by the backup's copy.")
+    force = forms.BooleanField(required=False, label="Even if a console is open (closes it; unsaved work is lost)")
+
+
+@admin.register(DataDiskBackup)
+class DataDiskBackupAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "desktop", "kind", "state", "size", "taken_live", "duration", "host"]
+    list_select_related = ["desktop", "host"]
+    list_filter = ["state", "kind", "desktop__pool", "host"]
+    search_fields = ["desktop__name", "desktop__user__username", "volume_name"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["desktop", "host", "storage_pool", "volume_name", "path", "size_bytes", "capacity_bytes",
+                       "state", "kind", "taken_live", "error", "requested_by", "created_at", "finished_at"]
+    fields = readonly_fields
+    actions = ["restore_to_its_desktop", "restore_to_another_desktop"]
+
+    def has_add_permission(self, request):
+        return False  # "Back up now" on the desktop takes one
+
+    @admin.display(description="Size")
+    def size(self, obj):
+        return _size(obj.size_bytes)
+
+    @admin.display(description="Took")
+    def duration(self, obj):
+        return "-" if obj.duration_s is None else f"{obj.duration_s:.1f} s"
+
+    def _restore(self, request, queryset, *, to_other: bool):
+        from django.template.response import TemplateResponse
+
+        from .services.backups import RestoreRefused, request_restore
+
+        chosen = list(queryset.select_related("desktop__host", "desktop__pool", "host"))
+        form = RestoreTargetForm(request.POST if "apply" in request.POST else None)
+        form.fields["to_desktop"].queryset = (Desktop.objects.filter(pool__kind=Pool.Kind.DEDICATED)
+                                              .exclude(data_volume_name="").exclude(state=DesktopState.DELETED)
+                                              .select_related("user", "pool"))
+        if not to_other:
+            form.fields["to_desktop"].required = False
+        if len(chosen) != 1 and to_other:
+            self.message_user(request, "Choose one backup to restore to another desktop.", messages.WARNING)
+            return None
+        if "apply" in request.POST and form.is_valid():
+            restoring = 0
+            for backup in chosen:
+                target = form.cleaned_data["to_desktop"] if to_other else None
+                try:
+                    request_restore(backup=backup, actor=request.user, to_desktop=target,
+                                    force=form.cleaned_data["force"])
+                    restoring += 1
+                except RestoreRefused as refused:
+                    self.message_user(request, str(refused), messages.WARNING)
+            if restoring:
+                self.message_user(request, f"Restoring {restoring} backup(s): each desktop powers off, gets the "
+                                           "backup's data disk and starts again if it was running; see its events.")
+            return None
+        return TemplateResponse(request, "admin/broker/datadiskbackup/confirm_restore.html", {
+            **self.admin_site.each_context(request), "title": "Restore a data disk backup", "backups": chosen,
+            "form": form, "to_other": to_other, "opts": self.model._meta,
+            "action": "restore_to_another_desktop" if to_other else "restore_to_its_desktop",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    @admin.action(description="Restore this backup to its desktop (powers it off, replaces its data disk)",
+                  permissions=["change"])
+    def restore_to_its_desktop(self, request, queryset):
+        return self._restore(request, queryset, to_other=False)
+
+    @admin.action(description="Restore this backup to another desktop (replaces that desktop's data disk)",
+                  permissions=["change"])
+    def restore_to_another_desktop(self, request, queryset):
+        return self._restore(request, queryset, to_other=True)
 
 
 @admin.register(BrokerEvent)

@@ -61,6 +61,27 @@ def migrate_desktop_task(migration_id: int):
     migrate_desktop(migration_id=migration_id)
 
 
+@shared_task(bind=True, max_retries=RETRIES)
+def back_up_data_disk_task(self, desktop_id: int, kind: str = "scheduled", actor_id: int | None = None):
+    """A failed backup is a row saying why (the next scheduled pass tries again); nothing to retry."""
+    from .services.backups import back_up_data_disk
+
+    back_up_data_disk(desktop_id=desktop_id, kind=kind, actor_id=actor_id)
+
+
+@shared_task(bind=True, max_retries=RETRIES)
+def restore_data_disk_task(self, backup_id: int, desktop_id: int, actor_id: int | None = None, force: bool = False):
+    from .services.backups import restore_data_disk
+
+    try:
+        restore_data_disk(backup_id=backup_id, to_desktop_id=desktop_id, actor_id=actor_id, force=force)
+    except HostUnreachable as exc:
+        if self.request.retries < RETRIES:
+            raise self.retry(exc=exc, countdown=2 ** self.request.retries)
+    except HypervisorError:
+        pass  # written down on the desktop (it stays off, with the reason); an admin tries again
+
+
 # -- periodic ------------------------------------------------------------------------------------
 
 @shared_task
@@ -87,6 +108,14 @@ def reconcile_everything_task():
         reconcile_pool_task.delay(pool_id)
     enforce_disconnect_timeouts_task.delay()
     fence_dead_hosts_task.delay()  # central: a dead host's own agent cannot do it
+
+
+@shared_task
+def back_up_due_data_disks_task():
+    """Hourly: enqueue the data disk backups each pool's schedule says are due."""
+    from .services.backups import enqueue_due_backups
+
+    enqueue_due_backups()
 
 
 @shared_task

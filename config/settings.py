@@ -226,6 +226,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "broker.session_tasks.check_session_hosts_task",
         "schedule": float(os.environ.get("VDI_SESSION_HOST_REPORT_SECONDS", "10")),
     },
+    # Enqueues each data disk backup that its pool's schedule says is due (broker/services/backups.py).
+    "back-up-data-disks": {
+        "task": "broker.tasks.back_up_due_data_disks_task",
+        "schedule": float(os.environ.get("VDI_BACKUP_CHECK_SECONDS", "3600")),
+    },
     # Without it the ticket table grows by a row per console opened, for ever.
     "purge-expired-console-tickets": {
         "task": "broker.tasks.purge_expired_console_tickets_task",
@@ -255,6 +260,10 @@ VDI_STORAGE_PATH = os.environ.get("VDI_STORAGE_PATH", "/var/lib/vdi/desktops")
 VDI_IMAGE_POOL = os.environ.get("VDI_IMAGE_POOL", "vdi-images")
 VDI_IMAGE_PATH = os.environ.get("VDI_IMAGE_PATH", "/var/lib/vdi/images")
 # Serial console logs of guests (readable by admins; proves the guest booted).
+# Backups of dedicated desktops' data disks: a libvirt dir storage pool of this name at this path
+# on every hypervisor (point it at storage that is not the desktops' own: NFS, another disk).
+VDI_BACKUP_POOL = os.environ.get("VDI_BACKUP_POOL", "vdi-backups")
+VDI_BACKUP_PATH = os.environ.get("VDI_BACKUP_PATH", "/var/lib/vdi/backups")
 VDI_GUEST_LOG_DIR = os.environ.get("VDI_GUEST_LOG_DIR", "/var/lib/vdi/logs")
 # Prefix of every libvirt domain and volume the broker creates.
 VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")

@@ -17,7 +17,7 @@ SESSION_STEPS = [
     (S.RUNNING, "Ready"),
 ]
 # Where a desktop in another state sits in the step list.
-OTHER_STATES = {S.STOPPED: S.STARTING, S.STOPPING: S.STARTING, S.RECOMPOSING: S.CLONING}
+OTHER_STATES = {S.STOPPED: S.STARTING, S.STOPPING: S.STARTING, S.RECOMPOSING: S.CLONING, S.RESTORING: S.STARTING}
 
 NEXT_STEP_HINT = {
     S.FAILED: "Press Launch to try again. If it fails again, tell your administrator and quote the error.",

@@ -17,4 +17,6 @@ urlpatterns = [
     path("desktops/<int:desktop_id>/status/", views.desktop_status, name="desktop-status"),
     path("desktops/<int:desktop_id>/console-ticket/", views.console_ticket, name="console-ticket"),
     path("desktops/<int:desktop_id>/end/", views.end_session, name="end-session"),
+    path("desktops/<int:desktop_id>/files/", views.files_page, name="files"),
+    path("desktops/<int:desktop_id>/files/restore/<int:backup_id>/", views.restore_files, name="restore"),
 ]

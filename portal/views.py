@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from broker import selectors
 from broker.console.origin import origin_of_request
-from broker.models import Desktop, DesktopState, PublishedApp
+from broker.models import DataDiskBackup, Desktop, DesktopState, PublishedApp
 from broker.models.desktops import LIVE_STATES
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session
@@ -138,3 +138,44 @@ def end_session(request, desktop_id):
     else:
         messages.info(request, f"Your {desktop.pool} desktop is shutting down; Launch starts it again.")
     return redirect("portal:home")
+
+
+# -- restoring the user's own files --------------------------------------------------------------
+
+@login_required
+@require_GET
+def files_page(request, desktop_id):
+    """The backups of the user's data disk (date, size) and what a restore does, with the
+    restore's progress (the desktop's state and its latest restore events)."""
+    from broker.services.backups import restore_events
+
+    desktop = _own_desktop(request, desktop_id)
+    if not desktop.data_volume_name:
+        raise Http404("This desktop has no data disk")
+    backups = list(desktop.backups.filter(state=DataDiskBackup.State.DONE).order_by("-created_at")
+                   .only("pk", "created_at", "size_bytes", "kind"))
+    return render(request, "portal/files.html", {
+        "desktop": desktop, "backups": backups, "events": restore_events(desktop),
+        "restoring": desktop.state == DesktopState.RESTORING,
+    })
+
+
+@login_required
+@require_POST
+def restore_files(request, desktop_id, backup_id):
+    """Restore one of the user's own desktop's backups (a backup of any other desktop is a 404,
+    whoever owns it)."""
+    from broker.services.backups import RestoreRefused, request_restore
+
+    desktop = _own_desktop(request, desktop_id)
+    backup = get_object_or_404(DataDiskBackup.objects.select_related("host"), pk=backup_id, desktop=desktop,
+                               state=DataDiskBackup.State.DONE)
+    backup.desktop = desktop
+    try:
+        request_restore(backup=backup, actor=request.user)
+    except RestoreRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("portal:files", desktop_id=desktop.pk)
+    messages.info(request, f"Restoring your files as they were on {backup.created_at:%d %b %Y at %H:%M}: your "
+                           "desktop shuts down, gets its data disk back from the backup and starts again.")
+    return redirect("portal:files", desktop_id=desktop.pk)

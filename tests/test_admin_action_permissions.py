@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from broker.models import Desktop, DesktopState
+from broker.models import DataDiskBackup, Desktop, DesktopState
 from identity.models import DirectoryGroup
 from tests.support.tasks import tasks_among
 
@@ -19,6 +19,9 @@ ACTIONS = [
     ("broker_desktop", "reset_desktops"),
     ("broker_desktop", "log_off_sessions"),
     ("broker_desktop", "send_message"),
+    ("broker_desktop", "back_up_now"),
+    ("broker_datadiskbackup", "restore_to_its_desktop"),
+    ("broker_datadiskbackup", "restore_to_another_desktop"),
     ("identity_directorygroup", "preprovision_desktops"),
 ]
 
@@ -33,14 +36,15 @@ def staff_with(django_user_model, client, name, codenames):
 @pytest.fixture
 def viewer(client, django_user_model):
     return staff_with(django_user_model, client, "viewer",
-                      ["view_host", "view_pool", "view_desktop", "view_directorygroup"])
+                      ["view_host", "view_pool", "view_desktop", "view_directorygroup",
+                       "view_datadiskbackup"])
 
 
 @pytest.fixture
 def operator(client, django_user_model):
     return staff_with(django_user_model, client, "operator",
                       ["view_host", "change_host", "view_pool", "change_pool", "view_desktop", "change_desktop",
-                       "view_directorygroup"])
+                       "view_directorygroup", "view_datadiskbackup", "change_datadiskbackup"])
 
 
 @pytest.fixture
@@ -50,7 +54,11 @@ def things(pool, employee, host, employees_group):
                                      name="vditest-perm")
     desktop.transition(DesktopState.CLONING, message="worker picked up the launch")
     group = DirectoryGroup.objects.create(dn="cn=employees,ou=groups", name="Employees", group=employees_group)
-    return {"broker_host": host, "broker_pool": pool, "broker_desktop": desktop, "identity_directorygroup": group}
+    Desktop.objects.filter(pk=desktop.pk).update(data_volume_name="vditest-perm-data.qcow2")
+    backup = DataDiskBackup.objects.create(desktop=desktop, host=host, storage_pool="vdi-backups",
+                                           volume_name="vditest-perm-data-1.qcow2", state=DataDiskBackup.State.DONE)
+    return {"broker_host": host, "broker_pool": pool, "broker_desktop": desktop, "identity_directorygroup": group,
+            "broker_datadiskbackup": backup}
 
 
 def offered_actions(client, model):

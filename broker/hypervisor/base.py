@@ -157,6 +157,21 @@ class HypervisorDriver(abc.ABC):
         """The names alone: no question per volume (its path and size), which a host with
         hundreds of disks would answer hundreds of times per reconcile pass."""
 
+    # -- backups of data disks ----------------------------------------------------------------
+    @abc.abstractmethod
+    def backup_disk(self, name: str | None, *, disk_path: str, target_pool: str, target_name: str,
+                    timeout_s: float = 3600) -> VolumeInfo:
+        """Copy the disk at `disk_path` to a new qcow2 volume `target_name` of `target_pool`, as it
+        was at one moment. When the domain `name` runs, by the hypervisor's backup job (the guest
+        goes on running, no pause); when it is off (or `name` is None), by a volume copy. Raises
+        HypervisorError on failure, leaving no partial volume behind."""
+
+    @abc.abstractmethod
+    def restore_disk(self, name: str | None, *, backup_path: str, pool: str, volume: str) -> VolumeInfo:
+        """Replace the volume `volume` of `pool` (created if missing) by a copy of the backup at
+        `backup_path`. The domain `name` (which uses the volume) must be off: raises
+        HypervisorError if it runs."""
+
     # -- networks --------------------------------------------------------------------------
     @abc.abstractmethod
     def network_info(self, name: str) -> NetworkInfo:

@@ -166,6 +166,34 @@ def volume_xml(*, name: str, capacity_bytes: int, backing_path: str | None = Non
     return ET.tostring(volume, encoding="unicode")
 
 
+def backup_xml(*, domain_xml_text: str, disk_path: str, target_path: str) -> str:
+    """A push-mode <domainbackup> that copies the domain's disk whose source is `disk_path` to
+    a qcow2 file at `target_path`, and no other disk. Raises ValueError if no disk has that source."""
+    root = ET.fromstring(domain_xml_text)
+    backup = ET.Element("domainbackup", mode="push")
+    disks = _sub(backup, "disks")
+    found = False
+    for disk in root.findall("./devices/disk"):
+        target = disk.find("./target")
+        source = disk.find("./source")
+        if target is None or disk.get("device", "disk") != "disk":
+            continue
+        if source is not None and source.get("file") == disk_path:
+            found = True
+            chosen = _sub(disks, "disk", name=target.get("dev"), type="file")
+            _sub(chosen, "target", file=target_path)
+            _sub(chosen, "driver", type="qcow2")
+        else:
+            _sub(disks, "disk", name=target.get("dev"), backup="no")
+    if not found:
+        raise ValueError(f"the domain has no disk {disk_path}")
+    return ET.tostring(backup, encoding="unicode")
+
+
+def read_pool_path(pool_xml: str) -> str:
+    return ET.fromstring(pool_xml).findtext("./target/path") or ""
+
+
 def dir_pool_xml(*, name: str, path: str) -> str:
     pool = ET.Element("pool", type="dir")
     _sub(pool, "name", name)

@@ -1,3 +1,4 @@
+from .backups import DataDiskBackup
 from .desktops import Desktop, DesktopState, IllegalTransition
 from .entitlements import Entitlement
 from .events import BrokerEvent, DesktopEvent
@@ -12,6 +13,7 @@ from .sessions import ConsoleSession
 from .tickets import ConsoleTicket
 
 __all__ = [
+    "DataDiskBackup",
     "BrokerEvent",
     "ConsoleSession",
     "ConsoleTicket",

@@ -6,11 +6,15 @@
                                           │ │ └── migrating ◄─┐       │
                                           │ └──► recomposing ─┼───────┘
        any state but deleted ──► failed   └────────────┘      └─ (running: live migration)
+    stopped ──► restoring ──► starting | stopped
     any live state ──► deleting ──► deleted          failed ──► queued | recomposing (retry)
 
 `migrating`: the running desktop is being moved to another host by live migration; it keeps
 running (and its console keeps working) until the switch-over, then runs on the new host
 (`running`, with the new host and console ports), or stays where it was if the move failed.
+
+`restoring`: the powered-off desktop's data disk is being replaced by a backup's copy
+(broker/services/backups.py); it starts again afterwards if it was running.
 
 `recomposing` replaces the system disk with a clone of a newer golden image version while
 keeping the desktop's user-data disk.
@@ -41,6 +45,7 @@ class DesktopState(models.TextChoices):
     STOPPED = "stopped", "Powered off"
     RECOMPOSING = "recomposing", "Updating to a new image"
     MIGRATING = "migrating", "Moving to another host"
+    RESTORING = "restoring", "Restoring files from a backup"
     FAILED = "failed", "Failed"
     DELETING = "deleting", "Deleting"
     DELETED = "deleted", "Deleted"
@@ -54,7 +59,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.RUNNING: frozenset({S.STOPPING, S.STOPPED, S.RECOMPOSING, S.MIGRATING, S.FAILED, S.DELETING}),
     S.MIGRATING: frozenset({S.RUNNING, S.STOPPED, S.FAILED, S.DELETING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.DELETING}),
-    S.STOPPED: frozenset({S.STARTING, S.RECOMPOSING, S.FAILED, S.DELETING}),
+    S.STOPPED: frozenset({S.STARTING, S.RECOMPOSING, S.RESTORING, S.FAILED, S.DELETING}),
+    S.RESTORING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
     S.RECOMPOSING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.DELETING}),
     S.FAILED: frozenset({S.QUEUED, S.RECOMPOSING, S.DELETING}),
     S.DELETING: frozenset({S.DELETED, S.FAILED}),

@@ -55,6 +55,12 @@ class Pool(models.Model):
         help_text="Dedicated pools: size of each desktop's persistent user-data disk, kept across recompose "
         "(0 for none).",
     )
+    # -- backups of the data disks (dedicated pools with one) ------------------------------
+    backup_every_hours = models.PositiveIntegerField(
+        default=24, help_text="Dedicated pools with a data disk: back each desktop's data disk up this often "
+        "(the worst-case data loss, RPO). 0: no scheduled backups.")
+    backup_keep = models.PositiveIntegerField(
+        default=7, help_text="Backups kept per desktop; older ones are deleted after each new one.")
     # -- network (the NIC itself: PoolNetwork, per host; no row, no NIC) -----------------
     isolate_desktops = models.BooleanField(
         null=True, blank=True, default=None,

@@ -53,6 +53,9 @@ def _get_it_running(desktop: Desktop, user) -> Desktop:
             _enqueue("provision_desktop_task", desktop)
     elif desktop.state in (S.STOPPING, S.DELETING):
         raise LaunchRefused("Your desktop is shutting down. Wait a few seconds and press Launch again.")
+    elif desktop.state == S.RESTORING:
+        raise LaunchRefused("Your desktop's files are being restored from a backup. Wait a minute and press "
+                            "Launch again.")
     return desktop
 
 

@@ -63,12 +63,13 @@ def remove_test_leftovers(*, only_ours: bool = False) -> list[str]:
                 driver.undefine_domain(domain.name)
                 removed.append(domain.name)
     driver = driver_for_uri(URI)
-    try:
-        volumes = driver.list_volumes(pool=settings.VDI_STORAGE_POOL)
-    except HypervisorError:
-        volumes = []
-    for volume in volumes:
-        if doomed(volume.name):
-            driver.delete_volume(pool=settings.VDI_STORAGE_POOL, name=volume.name)
-            removed.append(volume.name)
+    for pool in (settings.VDI_STORAGE_POOL, settings.VDI_BACKUP_POOL):
+        try:
+            volumes = driver.list_volumes(pool=pool)
+        except HypervisorError:
+            volumes = []
+        for volume in volumes:
+            if doomed(volume.name):
+                driver.delete_volume(pool=pool, name=volume.name)
+                removed.append(volume.name)
     return removed
