@@ -22,6 +22,9 @@ class EntitlementSerializer(serializers.ModelSerializer):
         model = Entitlement
         fields = ["id", "pool", "user", "username", "group", "group_name", "created_at"]
         read_only_fields = ["id", "created_at"]
+        # The model's unique (pool, user) and (pool, group) would make both fields required here;
+        # an entitlement that exists already is simply returned (grant_entitlement).
+        validators = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
