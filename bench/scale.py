@@ -411,6 +411,8 @@ def build_site(args, var_dir: Path, rng: random.Random) -> Site:
             data_volume_name=f"{desk.name}-data.qcow2" if pool.kind == "dedicated" else "",
             vnc_port=5900 + len(rows) % 1000 if desk.state == "running" else None,
             provisioning_attempts=1 if desk.state != "queued" else 0,
+            # Distinct by construction: 10,000 random 24-bit MACs collide (the birthday bound).
+            mac_address="52:54:00" + "".join(f":{(len(rows) >> shift) & 255:02x}" for shift in (16, 8, 0)),
             last_error="clone failed: no space left on device" if desk.state == "failed" else ""))
     desktops = Desktop.objects.bulk_create(rows, batch_size=2000)
 

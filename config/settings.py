@@ -55,9 +55,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "broker",
     "portal",
     "identity",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -321,6 +327,42 @@ VDI_AGENT_CALL_TIMEOUT_SECONDS = float(os.environ.get("VDI_AGENT_CALL_TIMEOUT_SE
 # memory back to its host (its balloon), until its user connects again. 0: never.
 VDI_BALLOON_IDLE_MINUTES = float(os.environ.get("VDI_BALLOON_IDLE_MINUTES", "15"))
 VDI_BALLOON_IDLE_SHARE = float(os.environ.get("VDI_BALLOON_IDLE_SHARE", "0.5"))  # of the pool's memory kept
+
+# --- REST API (api/) and metrics -----------------------------------------------------------
+REST_FRAMEWORK = {
+    # Scripts send "Authorization: Token <key>" (tokens: the admin, or manage.py create_api_token);
+    # the browser (docs page, browsable API) uses the admin's login session, with CSRF.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.ApiRolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.ApiPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend",
+                                "rest_framework.filters.OrderingFilter"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VDI broker API",
+    "DESCRIPTION": "Pools, images, hosts, desktops, console sessions, entitlements, events, and the admin's "
+                   "actions (drain, move, end session, delete, recompose). Token: `Authorization: Token <key>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files from our own origin (the Content-Security-Policy allows no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# /metrics: answered to these client addresses, or to a request with "Authorization: Bearer
+# <VDI_METRICS_TOKEN>" (when set); to nobody else.
+VDI_METRICS_ALLOW = env_list("VDI_METRICS_ALLOW", "127.0.0.1,::1")
+VDI_METRICS_TOKEN = os.environ.get("VDI_METRICS_TOKEN", "")
+# /readyz: how long it waits for a Celery worker to answer a ping, and for Redis.
+VDI_READYZ_TIMEOUT_SECONDS = float(os.environ.get("VDI_READYZ_TIMEOUT_SECONDS", "1.5"))
 
 LOGGING = {
     "version": 1,
