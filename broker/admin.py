@@ -20,7 +20,6 @@ from .models import (
     PublishedApp,
 )
 from .models.schedules import first_overlap, week_second_label
-from .enqueue import enqueue_for_host
 from .models.desktops import LIVE_STATES
 
 
@@ -603,15 +602,12 @@ class DesktopAdmin(admin.ModelAdmin):
     @admin.action(description="Delete the selected desktops (power off, remove domain and disk)",
                   permissions=["change"])
     def delete_desktops_on_host(self, request, queryset):
-        count = 0
-        for desktop in queryset.exclude(state=DesktopState.DELETED):
-            if desktop.state == DesktopState.DELETING or desktop.transition(
-                DesktopState.DELETING, message="deletion requested by admin", actor=request.user
-            ):
-                enqueue_for_host("broker.tasks.delete_desktop_task", desktop.pk, host=desktop.host)
-                count += 1
-        self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
+        from .services.removal import request_desktop_deletion
 
+        # The API's service: a farm session (maybe not placed yet) is logged off instead.
+        count = sum(request_desktop_deletion(desktop=desktop, actor=request.user)
+                    for desktop in queryset.select_related("pool", "host").exclude(state=DesktopState.DELETED))
+        self.message_user(request, f"Deleting {count} desktop(s); watch their state here.", messages.INFO)
 
     @admin.action(description="Reset the selected desktops (floating: wipe and replace; dedicated: power off)",
                   permissions=["change"])
