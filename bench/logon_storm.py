@@ -216,6 +216,9 @@ def queries_per_launch(world: w.World, index: int) -> dict[str, int]:
         with CaptureQueriesContext(connection) as captured:
             response = call()
         counts[phase] = counts.get(phase, 0) + len(captured)
+        if os.environ.get("STORM_SQL"):
+            for query in captured.captured_queries:
+                print(f"  {phase}: {query['sql'][:220]}", file=sys.stderr)
         return response
 
     counted("login_page", lambda: client.get("/login/"))
@@ -261,7 +264,11 @@ class CpuMeter:
     def _read(self):
         portal, worker = self.world.processes["portal"].pid, self.world.processes["worker"].pid
         return {"portal": w.cpu_seconds(portal), "worker": w.cpu_seconds(worker),
-                "bench (clients, RFB)": w.cpu_seconds(os.getpid()), "machine": w.machine_cpu_seconds()}
+                "bench (clients, RFB)": w.cpu_seconds(os.getpid(), children=False),
+                "postgres (all databases)": sum(w.cpu_seconds(p) for p in w.pids_named("postgres", parent=1)),
+                "redis": sum(w.cpu_seconds(p) for p in w.pids_named("redis-server")),
+                "slapd": w.cpu_seconds(self.world.slapd_pid) if self.world.slapd_pid else 0.0,
+                "machine": w.machine_cpu_seconds()}
 
     def start(self):
         self.t0, self.first = time.perf_counter(), self._read()
@@ -272,7 +279,7 @@ class CpuMeter:
         total = last["machine"][1] - self.first["machine"][1]
         cores = total / elapsed if elapsed else 2
         shares = {name: (last[name] - self.first[name]) / elapsed * 100 for name in last if name != "machine"}
-        shares["machine (all processes)"] = busy / elapsed * 100
+        shares["machine (all processes, other work included)"] = busy / elapsed * 100
         shares["machine capacity"] = cores * 100
         return shares
 
@@ -545,6 +552,7 @@ def build_world(args, var_dir: Path, state: dict, loop, *, spares: int, max_desk
     call_command("ldap_sync", stdout=open(os.devnull, "w"))
     progress(f"directory sync made the accounts in {time.perf_counter() - t0:.1f} s")
     state["world"] = world
+    world.slapd_pid = state["slapd"].process.pid
     w.start_processes(world, var_dir)
     if args.backend == "tcg":
         progress(f"waiting for {spares} TCG spares (the worker clones and boots them)")

@@ -126,6 +126,7 @@ class World:
     hosts: list = field(default_factory=list)
     rfb: "CheapRfbServers | None" = None
     processes: dict = field(default_factory=dict)  # name -> Popen
+    slapd_pid: int = 0
     port: int = 0
 
     @property
@@ -418,11 +419,28 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of `pid` and its children so far."""
+def pids_named(name: str, *, parent: int | None = None) -> list[int]:
+    """Processes called `name` (with `parent`: only the top one of each tree, whose children
+    cpu_seconds() counts)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, ppid = stat[stat.index("(") + 1:stat.rindex(")")], int(stat.rsplit(")", 1)[1].split()[1])
+        if comm == name and (parent is None or ppid == parent):
+            found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU of `pid` (and its children) so far."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for p in process_tree(pid):
+    for p in process_tree(pid) if children else [pid]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks

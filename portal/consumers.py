@@ -17,19 +17,26 @@ from broker.progress import progress_group
 from .progress import desktop_progress
 
 
+def in_a_database_thread(function):
+    """Any database thread, not the process's one shared thread (Channels' default): a logon
+    storm opens a progress page per user at once, and on the shared thread every page's reads
+    queued behind every other's (p50 23 s for 1,000 users within 60 s; bench/logon_storm.py)."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 class LaunchProgressConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.desktop_id = int(self.scope["url_route"]["kwargs"]["desktop_id"])
         self.user_id = None
         if not is_allowed_origin(self.scope):
             return await self.close(code=4403)  # refused before accept: the browser sees a 403
-        self.user_id = await database_sync_to_async(self._user_id)(cookie_header(self.scope))
+        self.user_id = await in_a_database_thread(self._user_id)(cookie_header(self.scope))
         if self.user_id is None:
             return await self.close(code=4401)
         # Listen first, then read: a step taken in between is not missed.
         self.group = progress_group(self.desktop_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        progress = await database_sync_to_async(self._progress)()
+        progress = await in_a_database_thread(self._progress)()
         if progress is None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             return await self.close(code=4404)
@@ -44,7 +51,7 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         pass  # the page only listens
 
     async def launch_progress(self, event):
-        await self._send_progress(await database_sync_to_async(self._progress)())
+        await self._send_progress(await in_a_database_thread(self._progress)())
 
     async def _send_progress(self, progress):
         if progress is None:

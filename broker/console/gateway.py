@@ -57,6 +57,13 @@ LINK_TIMEOUT_S = 10
 IDLE_WARNING_S = 300  # warn this long before an idle close (at most a fifth of the idle timeout)
 
 
+def _in_a_database_thread(function):
+    """Any database thread, not the process's one shared thread (Channels' default): each
+    console's reads and writes are its own, and on the shared thread a thousand consoles
+    opening, re-checking and closing at once wait for each other."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 class BrowserGone(Exception):
     pass
 
@@ -148,7 +155,7 @@ class ConsoleConnection:
         spice_link = b""
         if target.protocol == "spice":
             spice_link, channel = await self._read_spice_link()
-            await database_sync_to_async(tickets.admit_spice_channel)(
+            await _in_a_database_thread(tickets.admit_spice_channel)(
                 ticket_id=target.ticket_id, channel_type=channel, first_use=target.first_use)
             self.counts_as_console = channel == spice.CHANNEL_MAIN
             self.watches_input = channel == spice.CHANNEL_INPUTS
@@ -248,7 +255,7 @@ class ConsoleConnection:
             raise ConsoleRefused(CloseCode.DESKTOP_LOGIN_FAILED, reason) from exc
 
     async def _open_session_row(self, target, limits):
-        self.session_id = await database_sync_to_async(console_sessions.open_console_session)(
+        self.session_id = await _in_a_database_thread(console_sessions.open_console_session)(
             user_id=target.user_id, desktop_id=target.desktop_id, protocol=target.protocol,
             client_address=(self.scope.get("client") or [None])[0], limits=limits)
 
@@ -386,7 +393,7 @@ class ConsoleConnection:
             # In case a "close" message from a logout or a lost entitlement never arrived.
             await asyncio.sleep(settings.VDI_CONSOLE_RECHECK_SECONDS)
             try:
-                refusal = await database_sync_to_async(still_allowed_and_alive)()
+                refusal = await _in_a_database_thread(still_allowed_and_alive)()
             except Exception:  # the database is away: keep the console, try again next time
                 log.warning("console re-check failed: session=%s", self.session_id, exc_info=True)
                 continue
@@ -419,7 +426,7 @@ class ConsoleConnection:
         if layer is None or self.channel_name is None:
             return
         # A logout between the ticket check and joining the groups sent its message to nobody.
-        if not await database_sync_to_async(login_session_exists)(self.session_key):
+        if not await _in_a_database_thread(login_session_exists)(self.session_key):
             await self._close(CloseCode.NOT_LOGGED_IN, "You logged out.")
             return
         while True:
@@ -469,7 +476,7 @@ class ConsoleConnection:
                     log.warning("could not leave console group %s", group)
         if self.session_id is not None:
             code, reason = self.closed_with or (1000, "closed by the browser")
-            await database_sync_to_async(console_sessions.close_console_session)(
+            await _in_a_database_thread(console_sessions.close_console_session)(
                 session_id=self.session_id, code=code, reason=reason,
                 bytes_to_client=self.bytes_to_client + (self.desktop.sent_directly if self.desktop else 0),
                 bytes_to_desktop=self.bytes_to_desktop)
