@@ -92,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak-users", type=int, default=4, help="users looping in the soak (default 4)")
     parser.add_argument("--reference-seconds", type=float, default=10,
                         help="length of the hello reference at the storm's arrival rate (default 10; 0: none)")
+    parser.add_argument("--portal-workers", type=int, default=1,
+                        help="uvicorn --workers of the portal process (default 1, as scripts/run.sh)")
     parser.add_argument("--image", help="golden image for --backend tcg (default bench/launch.py's)")
     args = parser.parse_args()
     args.backend = args.backend or ("tcg" if args.soak else "cheap")
@@ -321,7 +323,8 @@ def report_storm(args, world, journeys, wall, ref, cpu, doubles, queries, open_c
     via = Counter(j.progress_via for j in ok)
     lines = [
         f"Logon storm: {args.users} users arriving evenly within {args.within:.0f} s, backend {args.backend} "
-        f"({len(world.hosts)} host(s)), portal {world.base_url}: 1 portal process (uvicorn + console gateway), "
+        f"({len(world.hosts)} host(s)), portal {world.base_url}: portal (uvicorn + console gateway, {world.portal_workers} "
+        f"worker process(es)), "
         f"1 Celery worker (prefork {w.WORKER_CONCURRENCY}) with beat; PostgreSQL, Redis, slapd on loopback.",
         f"Machine: {os.cpu_count()} cores, load average before the storm "
         f"{' / '.join(f'{x:.2f}' for x in load_before)} (other work shares these cores).",
@@ -552,6 +555,7 @@ def build_world(args, var_dir: Path, state: dict, loop, *, spares: int, max_desk
     call_command("ldap_sync", stdout=open(os.devnull, "w"))
     progress(f"directory sync made the accounts in {time.perf_counter() - t0:.1f} s")
     state["world"] = world
+    world.portal_workers = args.portal_workers
     world.slapd_pid = state["slapd"].process.pid
     w.start_processes(world, var_dir)
     if args.backend == "tcg":

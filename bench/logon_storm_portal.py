@@ -27,8 +27,18 @@ def patch() -> None:
     libvirt_driver.LibvirtDriver.set_console_password = set_console_password
 
 
+def __getattr__(name):
+    """`bench.logon_storm_portal:application`: config.asgi's, patched first (also in each of
+    uvicorn's --workers processes, which import the app by this name)."""
+    if name == "application":
+        patch()
+        from config.asgi import application
+
+        return application
+    raise AttributeError(name)
+
+
 if __name__ == "__main__":
-    patch()
     os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "10")  # as config.serve's __main__
     serve.main(sys.argv[1:] + serve.CONSOLE_OPTIONS + serve.LIMIT_OPTIONS + serve.proxy_options(), prog_name="uvicorn")
 

@@ -127,6 +127,7 @@ class World:
     rfb: "CheapRfbServers | None" = None
     processes: dict = field(default_factory=dict)  # name -> Popen
     slapd_pid: int = 0
+    portal_workers: int = 1
     port: int = 0
 
     @property
@@ -320,21 +321,21 @@ def free_port() -> int:
 
 
 def start_processes(world: World, var_dir: Path) -> None:
-    """The README's production layout: one portal process (uvicorn, console gateway included:
-    `python -m config.serve config.asgi:application`) and one Celery worker with beat (prefork,
-    concurrency VDI_WORKERS = 4), as scripts/run.sh starts them."""
+    """The README's production layout: the portal (uvicorn, console gateway included:
+    `python -m config.serve config.asgi:application`, with --workers N where N > 1) and one
+    Celery worker with beat (prefork, concurrency VDI_WORKERS = 4), as scripts/run.sh starts them."""
     world.port = free_port()
     # The cheap backend's portal is config.serve with one libvirt call made a no-op (see
     # bench/logon_storm_portal.py); the TCG backend's is config.serve itself.
-    portal_module = "bench.logon_storm_portal" if world.backend == "cheap" else "config.serve"
+    app = "bench.logon_storm_portal:application" if world.backend == "cheap" else "config.asgi:application"
     subprocess.run([str(BIN / "celery"), "-A", "config", "purge", "-f"], cwd=ROOT, env=os.environ,
                    capture_output=True, check=True)
     world.processes["worker"] = _spawn(var_dir / "worker.log", [
         str(BIN / "celery"), "-A", "config", "worker", "--beat", "--schedule", str(var_dir / "celerybeat-schedule"),
         "--loglevel=INFO", f"--concurrency={WORKER_CONCURRENCY}", "--hostname", f"{RUN}-{os.getpid()}@%h"])
     world.processes["portal"] = _spawn(var_dir / "portal.log", [
-        str(BIN / "python"), "-m", portal_module, "config.asgi:application", "--host", "127.0.0.1",
-        "--port", str(world.port)])
+        str(BIN / "python"), "-m", "config.serve", app, "--host", "127.0.0.1", "--port", str(world.port),
+        *(["--workers", str(world.portal_workers)] if world.portal_workers > 1 else [])])
     _wait_until_up(world, var_dir)
 
 

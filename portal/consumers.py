@@ -5,9 +5,9 @@ the console (or shows the error). Only the desktop's own user, from an allowed O
 
 import json
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from broker.database_threads import in_a_database_thread
 from broker.console.login import cookie_header, login_from_cookie_header
 from broker.console.origin import is_allowed_origin
 from broker.models import Desktop
@@ -15,13 +15,6 @@ from broker.models.desktops import LIVE_STATES
 from broker.progress import progress_group
 
 from .progress import desktop_progress
-
-
-def in_a_database_thread(function):
-    """Any database thread, not the process's one shared thread (Channels' default): a logon
-    storm opens a progress page per user at once, and on the shared thread every page's reads
-    queued behind every other's (p50 23 s for 1,000 users within 60 s; bench/logon_storm.py)."""
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 class LaunchProgressConsumer(AsyncWebsocketConsumer):
