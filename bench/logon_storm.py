@@ -413,6 +413,8 @@ async def soak_user(world: w.World, index: int, deadline: float, cycles: Counter
             await browser.journey(journey)
             if journey.error:
                 errors.append(f"{journey.failed_phase}: {journey.error}")
+                if "sessionid" in browser.http.cookies:  # logged in, then refused: log out as a person would
+                    await browser.log_out()
             else:
                 for p, t in journey.phases.items():
                     phases[p].append(t)
@@ -456,6 +458,9 @@ def run_soak(args, var_dir: Path, state: dict, loop) -> tuple[str, dict]:
     before, rss_before = world_counts(world), memory(world)
     progress(f"soak: {args.soak:g} min; before: {before}; RSS MiB {rss_before}")
     cycles, errors, phases = Counter(), [], defaultdict(list)
+    from django.utils import timezone
+
+    since = timezone.now()
     deadline = time.monotonic() + args.soak * 60
     t0 = time.perf_counter()
     loop.run_until_complete(together(soak_user(world, i, deadline, cycles, errors, phases) for i in users))
@@ -463,7 +468,9 @@ def run_soak(args, var_dir: Path, state: dict, loop) -> tuple[str, dict]:
     settled_s = settle(world, spares)
     time.sleep(w_ticket_ttl() + 1)
     after, rss_after = world_counts(world), memory(world)
-    return report_soak(args, world, before, after, rss_before, rss_after, cycles, errors, phases, wall, settled_s)
+    doubles = double_assignments(world, [], since)["total"]
+    return report_soak(args, world, before, after, rss_before, rss_after, cycles, errors, phases, wall, settled_s,
+                       doubles)
 
 
 def w_ticket_ttl() -> float:
@@ -472,7 +479,8 @@ def w_ticket_ttl() -> float:
     return settings.VDI_CONSOLE_TICKET_TTL_SECONDS
 
 
-def report_soak(args, world, before, after, rss_before, rss_after, cycles, errors, phases, wall, settled_s):
+def report_soak(args, world, before, after, rss_before, rss_after, cycles, errors, phases, wall, settled_s,
+                doubles):
     growth = {k: (rss_after[k] - rss_before[k]) / rss_before[k] * 100 for k in rss_before}
     leaks = {}
     live_after = sum(v for k, v in after.items() if k.startswith("desktops ") and k.split()[1] in
@@ -494,13 +502,14 @@ def report_soak(args, world, before, after, rss_before, rss_after, cycles, error
     lines += ["", f"{'RSS MiB':<30}{'before':>10}{'after':>10}{'growth %':>10}"]
     lines += [f"{k + (' (gateway in it)' if k == 'portal' else ' (+children, beat)'):<30}{rss_before[k]:>10.1f}"
               f"{rss_after[k]:>10.1f}{growth[k]:>10.1f}" for k in rss_before]
+    lines.append(f"double assignments over the soak (rows, events): {doubles}")
     lines.append("left that should not be: " + ", ".join(f"{k} {v}" for k, v in leaks.items()))
     lines.append("phases over the soak, p99 s: " + ", ".join(f"{p} {percentile(v, 99):.3f}" for p, v in phases.items()))
     for reason, n in Counter(errors).most_common(5):
         lines.append(f"  error {n} x {reason}")
     summary = {
         "users": args.soak_users, "soak_minutes": args.soak, "backend": args.backend, "cycles": sum(cycles.values()),
-        "errors": len(errors), "double_assignments": 0,
+        "errors": len(errors), "double_assignments": doubles,
         "phase_p99_s": round(max((percentile(v, 99) for v in phases.values()), default=0), 4),
         "phases_p99_s": {p: round(percentile(v, 99), 4) for p, v in phases.items()},
         "before": before, "after": after, "leaks": leaks,

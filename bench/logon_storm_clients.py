@@ -293,6 +293,10 @@ class Browser:
                                          headers={"Origin": self.http.origin, "Referer": f"{self.http.origin}/"})
         if answer.status != 302:
             raise Failed(f"log off answered {answer.status}")
+        await self.log_out()
+
+    async def log_out(self):
+        """The portal's Log out."""
         home = await self.http.request("GET", "/")
         self.csrf = self._form_token(home)
         answer = await self.http.request("POST", "/logout/", form={"csrfmiddlewaretoken": self.csrf},
