@@ -1,12 +1,11 @@
 """Where the ASGI side (console gateway, launch progress pages) does its database work: in a
 pool of threads of its own, as many as the process has pooled PostgreSQL connections.
 
-Not Channels' default (the process's one shared thread: every page and console waits for all
-the others) and not the event loop's default executor (min(32, cores + 4) threads: six on two
-cores, shared with everything else that runs in it). In bench/logon_storm.py, 1,000 users
-within 60 s queued there: the launch progress page waited 23 s (p50) for its first reads while
-the HTTP views, each in a thread of its own, answered in 2 s, and console tickets expired
-before their websocket's checks got a thread.
+Not Channels' default, the process's one shared thread, where every page's and every console's
+reads wait for all the others' (under bench/logon_storm.py's 1,000 users within 60 s the
+progress page took 23.6 s at p50 on it); and not the event loop's default executor either
+(min(32, cores + 4) threads: six on two cores, shared with whatever else the loop runs there).
+More threads than pooled connections would only wait for the pool.
 """
 
 from concurrent.futures import ThreadPoolExecutor
