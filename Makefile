@@ -1,5 +1,5 @@
 # The two commands of the quick start: `make run` and `make test`.
-.PHONY: run test setup bench-launch bench-scale
+.PHONY: run test setup bench-launch bench-scale bench-logon-storm
 
 run:
 	scripts/run.sh
@@ -18,3 +18,8 @@ bench-launch:
 # The broker at the size of a large site (issue 10): libvirt test-driver hosts, PostgreSQL.
 bench-scale:
 	scripts/install-deps.sh --test && scripts/start-services.sh --postgres && .venv/bin/python bench/scale.py
+
+# A logon storm through the real portal (issue 11): 1,000 directory users within 60 s, each to
+# its desktop's console; cheap RFB desktops on libvirt test-driver hosts, PostgreSQL, slapd.
+bench-logon-storm:
+	scripts/install-deps.sh --test && scripts/start-services.sh --postgres && .venv/bin/python bench/logon_storm.py --users 1000 --within 60

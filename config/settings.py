@@ -185,6 +185,12 @@ WHITENOISE_ADD_HEADERS_FUNCTION = add_static_file_headers  # not framed either (
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The channel layer carries control messages only ("close this console"), never console bytes.
+def _redis_driver_info():
+    from redis.driver_info import DriverInfo
+
+    return DriverInfo()
+
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -198,6 +204,11 @@ CHANNEL_LAYERS = {
                 "address": os.environ.get("CHANNEL_LAYER_URL", REDIS_URL),
                 "max_connections": 2000,
                 "socket_timeout": 15,  # above the layer's 5 s blocking read
+                # Computed once: left to itself, redis-py reads its own version from the installed
+                # package's metadata for every connection it opens (about 1.5 ms of CPU each, a
+                # scan of sys.path), and a logon storm opens hundreds: 27 % of the portal's CPU
+                # in bench/logon_storm.py.
+                "driver_info": _redis_driver_info(),
             }],
             "capacity": 5000,
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "vdi"),

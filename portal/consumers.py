@@ -5,9 +5,9 @@ the console (or shows the error). Only the desktop's own user, from an allowed O
 
 import json
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from broker.database_threads import in_a_database_thread
 from broker.console.login import cookie_header, login_from_cookie_header
 from broker.console.origin import is_allowed_origin
 from broker.models import Desktop
@@ -23,16 +23,17 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         self.user_id = None
         if not is_allowed_origin(self.scope):
             return await self.close(code=4403)  # refused before accept: the browser sees a 403
-        self.user_id = await database_sync_to_async(self._user_id)(cookie_header(self.scope))
-        if self.user_id is None:
-            return await self.close(code=4401)
-        # Listen first, then read: a step taken in between is not missed.
+        # Listen first, then read: a step taken in between is not missed. The login and the
+        # first read are one trip to a database thread: under a logon storm each trip waits its
+        # turn. No message reaches this page before connect() returns (Channels dispatches one
+        # at a time), so a refused client hears nothing.
         self.group = progress_group(self.desktop_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        progress = await database_sync_to_async(self._progress)()
-        if progress is None:
+        self.user_id, progress = await in_a_database_thread(self._login_and_progress)(cookie_header(self.scope))
+        if self.user_id is None or progress is None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            return await self.close(code=4404)
+            self.group = None
+            return await self.close(code=4401 if self.user_id is None else 4404)
         await self.accept()
         await self._send_progress(progress)
 
@@ -44,7 +45,7 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         pass  # the page only listens
 
     async def launch_progress(self, event):
-        await self._send_progress(await database_sync_to_async(self._progress)())
+        await self._send_progress(await in_a_database_thread(self._progress)())
 
     async def _send_progress(self, progress):
         if progress is None:
@@ -53,10 +54,12 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         if progress["ready"] or progress["failed"]:
             await self.close(code=1000)
 
-    @staticmethod
-    def _user_id(cookies):
+    def _login_and_progress(self, cookies):
         user, _session_key = login_from_cookie_header(cookies)
-        return user.pk if user.is_authenticated else None
+        if not user.is_authenticated:
+            return None, None
+        self.user_id = user.pk
+        return user.pk, self._progress()
 
     def _progress(self):
         desktop = (Desktop.objects.select_related("pool", "host", "application")

@@ -33,11 +33,11 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from channels.layers import get_channel_layer
 
+from ..database_threads import in_a_database_thread
 from . import control as console_control
 from . import rfb, spice, tickets
 from . import sessions as console_sessions
@@ -149,7 +149,7 @@ class ConsoleConnection:
         spice_link = b""
         if target.protocol == "spice":
             spice_link, channel = await self._read_spice_link()
-            await database_sync_to_async(tickets.admit_spice_channel)(
+            await in_a_database_thread(tickets.admit_spice_channel)(
                 ticket_id=target.ticket_id, channel_type=channel, first_use=target.first_use)
             self.counts_as_console = channel == spice.CHANNEL_MAIN
             self.watches_input = channel == spice.CHANNEL_INPUTS
@@ -206,7 +206,7 @@ class ConsoleConnection:
 
         # Not thread-sensitive: many consoles opening at once (9 a.m.) are admitted in parallel
         # database threads instead of queueing for the one shared thread.
-        return await database_sync_to_async(admit_console, thread_sensitive=False)()
+        return await in_a_database_thread(admit_console)()
 
     async def _read_spice_link(self) -> tuple[bytes, int]:
         data = b""
@@ -249,7 +249,7 @@ class ConsoleConnection:
             raise ConsoleRefused(CloseCode.DESKTOP_LOGIN_FAILED, reason) from exc
 
     async def _open_session_row(self, target, limits):
-        self.session_id = await database_sync_to_async(console_sessions.open_console_session)(
+        self.session_id = await in_a_database_thread(console_sessions.open_console_session)(
             user_id=target.user_id, desktop_id=target.desktop_id, protocol=target.protocol,
             client_address=(self.scope.get("client") or [None])[0], limits=limits)
 
@@ -389,7 +389,7 @@ class ConsoleConnection:
             # In case a "close" message from a logout or a lost entitlement never arrived.
             await asyncio.sleep(settings.VDI_CONSOLE_RECHECK_SECONDS)
             try:
-                refusal = await database_sync_to_async(still_allowed_and_alive)()
+                refusal = await in_a_database_thread(still_allowed_and_alive)()
             except Exception:  # the database is away: keep the console, try again next time
                 log.warning("console re-check failed: session=%s", self.session_id, exc_info=True)
                 continue
@@ -422,7 +422,7 @@ class ConsoleConnection:
         if layer is None or self.channel_name is None:
             return
         # A logout between the ticket check and joining the groups sent its message to nobody.
-        if not await database_sync_to_async(login_session_exists)(self.session_key):
+        if not await in_a_database_thread(login_session_exists)(self.session_key):
             await self._close(CloseCode.NOT_LOGGED_IN, "You logged out.")
             return
         while True:
@@ -481,7 +481,7 @@ class ConsoleConnection:
                     log.warning("could not leave console group %s", group)
         if self.session_id is not None:
             code, reason = self.closed_with or self.browser_left
-            await database_sync_to_async(console_sessions.close_console_session)(
+            await in_a_database_thread(console_sessions.close_console_session)(
                 session_id=self.session_id, code=code, reason=reason,
                 bytes_to_client=self.bytes_to_client + (self.desktop.sent_directly if self.desktop else 0),
                 bytes_to_desktop=self.bytes_to_desktop)
