@@ -64,6 +64,13 @@ def prepare_state_dir(state_dir: str) -> None:
     os.chown(state_dir, 0, 0)
     # 0711: accounts may traverse it (Xvnc opens its files under private/) but not list it.
     os.chmod(state_dir, 0o711)
+    # The base directory of every host's state (VDI_SESSION_STATE_DIR) as well: makedirs' modes
+    # pass through the umask, and under `make run`'s 077 it came out 0700, where no account
+    # could reach its files (xauth then waits on its lock until it times out).
+    parent = os.path.dirname(os.path.abspath(state_dir))
+    mode = os.stat(parent).st_mode & 0o7777
+    if mode & 0o011 != 0o011:
+        os.chmod(parent, mode | 0o011)
 
 
 def session_dir(state_dir: str, session_name: str) -> str:
