@@ -331,7 +331,7 @@ class PoolAdmin(admin.ModelAdmin):
         ("Farm (shared sessions)", {"fields": ["farm_offers_desktop", "max_sessions_per_host",
                                                "max_concurrent_logons_per_host", "session_geometry"]}),
         ("Image updates", {"fields": ["recompose_after"]}),
-        ("Backups of the data disks", {"fields": ["backup_every_hours", "backup_keep"],
+        ("Backups of the data disks", {"fields": ["backup_every_hours", "backup_keep", "keep_backups_of_deleted_desktops_days"],
                                        "description": "Dedicated pools with a data disk: how often each desktop's "
                                                       "data disk is copied to the backup storage, and how many copies "
                                                       "are kept."}),

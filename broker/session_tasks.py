@@ -5,9 +5,10 @@ from celery import shared_task
 
 from . import session_agent
 from .services import farm_sessions
+from .task_retries import RETRY_WHILE_THE_DATABASE_IS_AWAY
 
 
-@shared_task
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def place_waiting_sessions_task(pool_id: int):
     farm_sessions.place_waiting_sessions(pool_id=pool_id)
 
@@ -19,12 +20,12 @@ def check_session_hosts_task():
 
 # -- run by the agent on the session host (queue: Host.agent_queue) --------------------------
 
-@shared_task
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def start_farm_session_task(desktop_id: int):
     session_agent.start_session(desktop_id=desktop_id)
 
 
-@shared_task
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def end_farm_session_task(desktop_id: int):
     session_agent.end_session(desktop_id=desktop_id)
 

@@ -10,6 +10,7 @@ from celery import shared_task
 
 from .hypervisor import HostUnreachable, HypervisorError
 from .services import provisioning
+from .task_retries import RETRY_WHILE_THE_DATABASE_IS_AWAY
 
 log = logging.getLogger(__name__)
 RETRIES = 4
@@ -27,32 +28,32 @@ def _run(task, step, desktop_id: int, *, failure: str = "", **kwargs):
         provisioning.mark_failed(desktop_id=desktop_id, error=f"{failure}{exc}")
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def provision_desktop_task(self, desktop_id: int):
     _run(self, provisioning.provision_desktop, desktop_id)
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def start_desktop_task(self, desktop_id: int):
     _run(self, provisioning.start_desktop, desktop_id)
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def stop_desktop_task(self, desktop_id: int, reason: str = "powering off"):
     _run(self, provisioning.stop_desktop, desktop_id, failure="shutdown failed: ", reason=reason)
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def recompose_desktop_task(self, desktop_id: int):
     _run(self, provisioning.recompose_desktop, desktop_id, failure="recompose failed: ")
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def delete_desktop_task(self, desktop_id: int):
     _run(self, provisioning.delete_desktop, desktop_id, failure="deletion failed: ")
 
 
-@shared_task
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def migrate_desktop_task(migration_id: int):
     """Live-migrate a desktop (on its source host's worker). A failed move leaves the desktop
     running where it was and the migration row says why: nothing to retry here."""
@@ -61,7 +62,7 @@ def migrate_desktop_task(migration_id: int):
     migrate_desktop(migration_id=migration_id)
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def back_up_data_disk_task(self, desktop_id: int, kind: str = "scheduled", actor_id: int | None = None):
     """A failed backup is a row saying why (the next scheduled pass tries again); nothing to retry."""
     from .services.backups import back_up_data_disk
@@ -69,7 +70,7 @@ def back_up_data_disk_task(self, desktop_id: int, kind: str = "scheduled", actor
     back_up_data_disk(desktop_id=desktop_id, kind=kind, actor_id=actor_id)
 
 
-@shared_task(bind=True, max_retries=RETRIES)
+@shared_task(bind=True, max_retries=RETRIES, **RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def restore_data_disk_task(self, backup_id: int, desktop_id: int, actor_id: int | None = None, force: bool = False):
     from .services.backups import restore_data_disk
 
@@ -179,7 +180,7 @@ def purge_expired_console_tickets_task():
     purge_expired_tickets()
 
 
-@shared_task
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def checksum_image_version_task(version_id: int):
     from .services.images import record_checksum
 

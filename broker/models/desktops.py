@@ -112,6 +112,10 @@ class Desktop(models.Model):
     # Set while the broker has taken memory back from the idle guest (its balloon's target);
     # empty: the guest has its pool's full memory.
     memory_target_mib = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # While `restoring`: the backup being copied in, so a restore whose task was lost is sent again
+    # (its data disk is deleted before the copy: starting the desktop without it is no answer).
+    restoring_from = models.ForeignKey("broker.DataDiskBackup", null=True, blank=True, editable=False,
+                                       on_delete=models.SET_NULL, related_name="+")
     # The NIC's MAC (pools with a network): chosen once, so a recompose, a restart or a move to
     # another host keeps it, and with it the address DHCP gives the desktop.
     mac_address = models.CharField(max_length=17, default=new_mac_address, editable=False)

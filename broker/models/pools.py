@@ -61,6 +61,9 @@ class Pool(models.Model):
         "(the worst-case data loss, RPO). 0: no scheduled backups.")
     backup_keep = models.PositiveIntegerField(
         default=7, help_text="Backups kept per desktop; older ones are deleted after each new one.")
+    keep_backups_of_deleted_desktops_days = models.PositiveIntegerField(
+        default=30, help_text="A deleted desktop's backups (a departed employee's files) are kept this many days "
+        "after its deletion, for a restore to a new desktop; then the hourly pass deletes them.")
     # -- network (the NIC itself: PoolNetwork, per host; no row, no NIC) -----------------
     isolate_desktops = models.BooleanField(
         null=True, blank=True, default=None,

@@ -130,7 +130,9 @@ def backups_due(now: datetime | None = None):
 
 
 def enqueue_due_backups(now: datetime | None = None) -> list[str]:
-    """The hourly pass: each due backup on its desktop's host's worker."""
+    """The hourly pass: each due backup on its desktop's host's worker; and the backups of
+    desktops deleted longer ago than their pool keeps them are deleted."""
+    delete_backups_of_long_deleted_desktops(now)
     names = []
     for desktop in backups_due(now):
         enqueue_for_host("broker.tasks.back_up_data_disk_task", desktop.pk, DataDiskBackup.Kind.SCHEDULED, None,
@@ -153,6 +155,28 @@ def apply_retention(desktop: Desktop) -> list[str]:
                                       created_at__lt=done[keep - 1].created_at).delete()
     if removed:
         desktop.note(f"retention (keep {keep}): deleted {len(removed)} older backup(s): {', '.join(removed)}")
+    return removed
+
+
+def delete_backups_of_long_deleted_desktops(now: datetime | None = None) -> list[str]:
+    """A deleted desktop's backups are what is left of a departed employee's files: kept for
+    the pool's `keep_backups_of_deleted_desktops_days` after the deletion (an admin can restore
+    one to a new desktop meanwhile), then deleted like any backup past its retention."""
+    now = now or timezone.now()
+    removed = []
+    expired = (DataDiskBackup.objects.select_related("host", "desktop", "desktop__pool")
+               .filter(desktop__state=S.DELETED)
+               .exclude(state=B.RUNNING))
+    for backup in expired:
+        kept_until = backup.desktop.state_changed_at + timedelta(days=backup.desktop.pool.keep_backups_of_deleted_desktops_days)
+        if now < kept_until:
+            continue
+        if backup.state == B.FAILED:
+            backup.delete()
+        elif delete_backup(backup):
+            removed.append(backup.volume_name)
+    if removed:
+        log.info("deleted %d backup(s) of desktops deleted long ago: %s", len(removed), ", ".join(removed))
     return removed
 
 
@@ -233,7 +257,7 @@ def restore_data_disk(*, backup_id: int, to_desktop_id: int | None = None, actor
         provisioning.stop_desktop(desktop_id=target.pk, reason="powering off to restore its data disk from a backup")
         target = Desktop.objects.select_related("host", "pool").get(pk=target.pk)
     if target.state == S.STOPPED:
-        if not target.transition(S.RESTORING, expected=S.STOPPED, actor=actor,
+        if not target.transition(S.RESTORING, expected=S.STOPPED, actor=actor, restoring_from=backup,
                                  message=f"restoring the data disk from the backup of "
                                          f"{backup.created_at:%Y-%m-%d %H:%M}"):
             target.note("restore abandoned: the desktop was started meanwhile", actor=actor)
@@ -250,16 +274,16 @@ def restore_data_disk(*, backup_id: int, to_desktop_id: int | None = None, actor
         volume = driver.restore_disk(target.name, backup_path=backup.path, pool=target.host.storage_pool,
                                      volume=target.data_volume_name)
     except HypervisorError as exc:
-        target.transition(S.STOPPED, expected=S.RESTORING, actor=actor,
+        target.transition(S.STOPPED, expected=S.RESTORING, actor=actor, restoring_from=None,
                           message=f"restore failed, the desktop stays off: {exc}", last_error=str(exc))
         raise
     copied = time.monotonic() - started
     message = (f"data disk restored from the backup of {backup.created_at:%Y-%m-%d %H:%M} in {copied:.1f} s "
                f"({volume.allocation_bytes / 2**20:.1f} MiB)")
     if not start_after:
-        target.transition(S.STOPPED, expected=S.RESTORING, message=message, actor=actor)
+        target.transition(S.STOPPED, expected=S.RESTORING, message=message, actor=actor, restoring_from=None)
         return target
-    if target.transition(S.STARTING, expected=S.RESTORING, message=message, actor=actor):
+    if target.transition(S.STARTING, expected=S.RESTORING, message=message, actor=actor, restoring_from=None):
         provisioning.start_desktop(desktop_id=target.pk)
     return Desktop.objects.get(pk=target.pk)
 

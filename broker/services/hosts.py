@@ -23,6 +23,7 @@ from ..enqueue import enqueue_after_commit, enqueue_for_host
 log = logging.getLogger(__name__)
 S = DesktopState
 STUCK_AFTER = timedelta(minutes=10)
+RESTORE_STUCK_AFTER = timedelta(minutes=75)
 MAX_PROVISIONING_ATTEMPTS = 3
 
 
@@ -122,6 +123,8 @@ def reconcile_host(*, host_id: int, now=None) -> dict:
             _unstick(desktop, done)
         elif desktop.state == S.QUEUED and now - desktop.state_changed_at > queued_retry_after:
             _send_again(desktop, done)
+        elif desktop.state == S.RESTORING and now - desktop.state_changed_at > RESTORE_STUCK_AFTER:
+            _restore_again(desktop, done)
 
     from .memory import shrink_idle_desktops
 
@@ -137,6 +140,29 @@ def _send_again(desktop: Desktop, done: dict) -> None:
         return  # a worker took it meanwhile, or another pass sent it
     desktop.note("no worker took it yet; its task was sent again")
     enqueue_for_host("broker.tasks.provision_desktop_task", desktop.pk, host=desktop.host)
+    done["retried"].append(desktop.name)
+
+
+def _restore_again(desktop: Desktop, done: dict) -> None:
+    """Restoring for longer than any copy of a data disk takes, with no worker holding the task
+    (a worker that dies returns it to the queue within Redis's visibility timeout, an hour): the
+    task was lost with a Redis that restarted. Its data disk was deleted before the copy, so the
+    copy is sent again from the same backup; without that backup it cannot go on: failed, with
+    what to do."""
+    if not Desktop.objects.filter(pk=desktop.pk, state=S.RESTORING,
+                                  state_changed_at=desktop.state_changed_at).update(state_changed_at=timezone.now()):
+        return
+    if desktop.restoring_from_id is None:
+        from .provisioning import mark_failed
+
+        mark_failed(desktop_id=desktop.pk, error="its restore was interrupted and the backup it copied is gone, so its data "
+                                                 "disk is missing: an admin can restore another of its backups "
+                                                 "to a new desktop")
+        done["failed"].append(desktop.name)
+        return
+    desktop.note("restore interrupted (its task was lost); copying the backup again")
+    enqueue_for_host("broker.tasks.restore_data_disk_task", desktop.restoring_from_id, desktop.pk, None, False,
+                     host=desktop.host)
     done["retried"].append(desktop.name)
 
 

@@ -62,3 +62,51 @@ def test_the_portal_says_503_while_postgres_is_down_and_recovers_by_itself(postg
     answers = [dora.get("/").status_code for _ in range(12)]
     assert answers == [200] * 12, answers
     assert postgres.sql("select username from auth_user") == [["dora"]]
+
+
+QUEUE_WHILE_DOWN = "pg-fault-queue"
+
+IMAGE_VERSION = """
+import pathlib
+from broker.models import GoldenImage, GoldenImageVersion
+path = pathlib.Path("{path}")
+path.write_bytes(b"golden" * 1000)
+image = GoldenImage.objects.create(name="pg-fault", display_name="PG fault")
+print(GoldenImageVersion.objects.create(image=image, number=1, path=str(path)).pk)
+"""
+
+
+@pytest.fixture(scope="module")
+def worker(postgres):
+    # The portal and a worker of their own on the private cluster, their own queue.
+    stack = FaultStack("postgres-worker", env={"DATABASE_URL": postgres.url, "DATABASE_POOL_TIMEOUT": "3",
+                                               "CELERY_TASK_DEFAULT_QUEUE": QUEUE_WHILE_DOWN})
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_a_task_sent_while_postgres_is_down_runs_when_it_is_back(postgres, worker, tmp_path):
+    import os
+
+    from broker.tasks import checksum_image_version_task
+
+    made = subprocess.run([sys.executable, "manage.py", "shell", "-c", IMAGE_VERSION.format(path=tmp_path / "v1.qcow2")],
+                          cwd=ROOT, check=True, timeout=120, capture_output=True, text=True,
+                          env={**os.environ, "DATABASE_URL": postgres.url})
+    version_id = int(made.stdout.split()[-1])
+
+    postgres.stop()
+    try:
+        checksum_image_version_task.apply_async(args=[version_id], queue=QUEUE_WHILE_DOWN)
+        log = worker.log_dir / "worker.log"
+        wait_until(lambda: "Retry in" in log.read_text(errors="replace"), timeout=60,
+                   what=f"the worker to schedule a retry of the task; see {log}")
+    finally:
+        postgres.start()
+
+    # Not lost: the retry runs once the database answers again.
+    checksum_length = f"select length(sha256) from broker_goldenimageversion where id = {version_id}"
+    wait_until(lambda: postgres.sql(checksum_length) == [["64"]], timeout=120,
+               what=f"the checksum written by the retried task; see {log}")
+    assert "OperationalError" in log.read_text(errors="replace")
