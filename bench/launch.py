@@ -757,26 +757,33 @@ def clean_up(state: dict, var_dir: Path, *, prefix: str = NAME_PREFIX, delete_ro
     return left
 
 
-def run_bench(run, *, args, temp_prefix: str, clean_up=clean_up) -> int:
+def run_bench(run, *, args, temp_prefix: str, clean_up=clean_up, report_failure=report_failure,
+              var_dir_mode: int | None = None) -> int:
     """A bench's main: run it, clean up whatever happened (also on Ctrl+C or SIGTERM), then
-    print the table and the JSON line. Shared with bench/provisioning.py."""
+    print the table and the JSON line. Every bench's main is this one: `run(args, var_dir,
+    state)` returns (table, summary) and records in `state` what `clean_up(state, var_dir)` must
+    undo; `report_failure(var_dir)` (or None) tells what went wrong before the cleanup."""
 
     def terminate(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     var_dir = Path(tempfile.mkdtemp(prefix=temp_prefix))
+    if var_dir_mode is not None:
+        os.chmod(var_dir, var_dir_mode)
     state: dict = {}
     result = None
     try:
         result = run(args, var_dir, state)
     except BenchAborted as exc:
         progress(f"aborted: {exc}")
-        report_failure(var_dir)
+        if report_failure:
+            report_failure(var_dir)
     except KeyboardInterrupt:
         progress("interrupted")
     except Exception:
-        report_failure(var_dir)
+        if report_failure:
+            report_failure(var_dir)
         raise  # with its traceback, after the cleanup below
     finally:
         # A second Ctrl+C must not cut the cleanup short.

@@ -60,14 +60,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
 import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -609,45 +606,28 @@ def clean_up(state: dict, var_dir: Path) -> list[str]:
 
 
 def main() -> int:
+    from bench import launch
+
     args = parse_args()
-
-    def terminate(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    var_dir = Path(tempfile.mkdtemp(prefix="vdistorm-"))
-    os.chmod(var_dir, 0o755)  # slapd reads its files as root, the qemu user reads nothing here
-    state: dict = {}
-    result = None
     loop = asyncio.new_event_loop()
-    try:
-        run = run_soak if args.soak else run_storm
-        result = run(args, var_dir, state, loop)
-    except BenchAborted as exc:
-        progress(f"aborted: {exc}")
-    except KeyboardInterrupt:
-        progress("interrupted")
-    except Exception:
+
+    def run(args, var_dir, state):
+        return (run_soak if args.soak else run_storm)(args, var_dir, state, loop)
+
+    def report_failure(var_dir):
         for name in ("portal", "worker"):
-            progress(f"{name} log, last lines:\n{w.tail(var_dir / f'{name}.log')}")
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if result is None:
-            for name in ("portal", "worker"):
-                progress(f"{name} log, last lines:\n{w.tail(var_dir / f'{name}.log', 15)}")
-        progress("cleaning up")
+            progress(f"{name} log, last lines:\n{w.tail(var_dir / f'{name}.log', 15)}")
+
+    def clean_up_and_close(state, var_dir):
         left = clean_up(state, var_dir)
         if "rfb" in state:
             loop.run_until_complete(state["rfb"].stop())
         loop.close()
-    if result is None or left:
-        return 1
-    table, summary = result
-    print(table)
-    print(json.dumps(summary))
-    return 0
+        return left
+
+    # slapd reads its files as root, the qemu user reads nothing here
+    return launch.run_bench(run, args=args, temp_prefix="vdistorm-", clean_up=clean_up_and_close,
+                            report_failure=report_failure, var_dir_mode=0o755)
 
 
 if __name__ == "__main__":

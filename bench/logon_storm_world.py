@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from bench.launch import BenchAborted, progress
+from bench.launch import BenchAborted
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -46,15 +46,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import random
 import secrets
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -805,33 +802,10 @@ def clean_up(args, state: dict, var_dir: Path) -> list[str]:
 
 
 def main() -> int:
-    """As bench/launch.py's run_bench, without its failure report (it lists every desktop)."""
+    """launch.run_bench without its failure report (it lists every desktop)."""
     args = parse_args()
-
-    def terminate(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    var_dir = Path(tempfile.mkdtemp(prefix=NAME_PREFIX))
-    state: dict = {}
-    result = None
-    try:
-        result = run(args, var_dir, state)
-    except BenchAborted as exc:
-        progress(f"aborted: {exc}")
-    except KeyboardInterrupt:
-        progress("interrupted")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        progress("cleaning up")
-        left = clean_up(args, state, var_dir)
-    if result is None or left:
-        return 1
-    table, summary = result
-    print(table)
-    print(json.dumps(summary))
-    return 0
+    return launch.run_bench(run, args=args, temp_prefix=NAME_PREFIX, report_failure=None,
+                            clean_up=lambda state, var_dir: clean_up(args, state, var_dir))
 
 
 if __name__ == "__main__":
