@@ -612,8 +612,7 @@ class LibvirtDriver(HypervisorDriver):
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
                  | libvirt.VIR_MIGRATE_AUTO_CONVERGE | libvirt.VIR_MIGRATE_UNSAFE)
         params = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"} if address else {}
-        if destination_xml is not None:
-            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML], params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = destination_xml
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML], params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = destination_xml
         failure: list[libvirt.libvirtError] = []
         arrived: list[libvirt.virDomain] = []
 
@@ -652,17 +651,18 @@ class LibvirtDriver(HypervisorDriver):
             if final is not None:
                 on_progress(final)
 
-    def _destination_xml(self, domain: libvirt.virDomain, nic: NicSpec | None) -> tuple[str, str] | None:
-        """The live and the persistent definition for the destination, when the domain has a
-        network card (re-plugged as the destination names the network); None: send it as it is."""
+    def _destination_xml(self, domain: libvirt.virDomain, nic: NicSpec | None) -> tuple[str, str]:
+        """The live and the persistent definition for the destination: the serial log appended
+        to, not truncated; the network card, if any, re-plugged as the destination names the
+        network."""
         secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE  # keep console passwords
         try:
-            live = domain.XMLDesc(secure)
-            if "<interface" not in live:
-                return None
+            live = vxml.with_serial_log_appended(domain.XMLDesc(secure))
             persistent = domain.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_INACTIVE)
         except libvirt.libvirtError as exc:
             raise self._fail(f"reading the definition of {domain.name()}", exc) from exc
+        if "<interface" not in live:
+            return live, persistent
         ip = self._guest_ipv4(domain)
         return vxml.with_destination_nic(live, nic, ip=ip), vxml.with_destination_nic(persistent, nic)
 

@@ -141,6 +141,17 @@ def with_destination_nic(domain_xml_text: str, nic: NicSpec | None, *, ip: str |
     return ET.tostring(root, encoding="unicode")
 
 
+def with_serial_log_appended(domain_xml_text: str) -> str:
+    """A running domain's XML for the host it moves to, its serial log opened for appending:
+    the destination's QEMU writes to the same file (shared storage), which "one boot per log"
+    would truncate at the move, losing the guest's history the admin reads when it misbehaves.
+    The persistent definition keeps append="off": a cold boot still starts a fresh log."""
+    root = ET.fromstring(domain_xml_text)
+    for source in root.findall("./devices/serial[@type='file']/source"):
+        source.set("append", "on")
+    return ET.tostring(root, encoding="unicode")
+
+
 def read_network_info(network_xml: str, *, active: bool) -> NetworkInfo:
     root = ET.fromstring(network_xml)
     bridge = root.find("./bridge")
