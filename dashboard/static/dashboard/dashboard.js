@@ -81,7 +81,7 @@
            el("td", { "data-field": "disk" }, `${rate(u.disk_read_bps)} / ${rate(u.disk_write_bps)}`),
            el("td", { "data-field": "net" }, `${rate(u.net_rx_bps)} / ${rate(u.net_tx_bps)}`)];
       const storage = u && !u.error && u.storage_capacity_bytes
-        ? `${bytes(u.storage_used_bytes)} of ${bytes(u.storage_capacity_bytes)}, ${bytes(u.storage_available_bytes)} free`
+        ? `${bytes(u.storage_used_bytes)} of ${bytes(u.storage_capacity_bytes)} (${bytes(u.storage_available_bytes)} free)`
         : "–";
       const session = h.kind === "session";
       return el("tr", { "data-host": h.name },
