@@ -85,12 +85,14 @@ def add_history(site) -> dict:
     rng = random.Random(5)
     Sample.objects.bulk_create(
         [Sample(resolution="minute", taken_at=now - timedelta(minutes=m), period_seconds=60,
-                consoles_open=rng.randint(2000, 4000), desktops_in_use=rng.randint(4000, 6000), launches=rng.randint(0, 40),
-                launch_p50_s=rng.uniform(1, 5), launch_p95_s=rng.uniform(10, 40), vcpus_placed=rng.randint(8000, 12000),
-                vcpus_allowed=24000, memory_placed_mib=rng.randint(10**7, 2 * 10**7), memory_allowed_mib=4 * 10**7)
+                consoles_open=rng.randint(2000, 4000), desktops_in_use=rng.randint(4000, 6000),
+                launches=rng.randint(0, 40), launch_p50_s=rng.uniform(1, 5), launch_p95_s=rng.uniform(10, 40),
+                vcpus_placed=rng.randint(8000, 12000), vcpus_allowed=24000,
+                memory_placed_mib=rng.randint(10**7, 2 * 10**7), memory_allowed_mib=4 * 10**7)
          for m in range(1, 24 * 60 + 60)]
         + [Sample(resolution="hour", taken_at=now.replace(minute=0) - timedelta(hours=h), period_seconds=3600,
-                  consoles_open=rng.randint(2000, 4000), launches=rng.randint(100, 2000), launch_p50_s=3, launch_p95_s=20,
+                  consoles_open=rng.randint(2000, 4000), launches=rng.randint(100, 2000), launch_p50_s=3,
+                  launch_p95_s=20,
                   vcpus_placed=10000, vcpus_allowed=24000, memory_placed_mib=10**7, memory_allowed_mib=4 * 10**7)
            for h in range(1, 24 * 35)], batch_size=2000)
     for host in site.hosts:

@@ -796,8 +796,8 @@ def _once_more_after_a_lost_connection(method):
 
 
 # Every operation but the migration itself (which starts with calls of this list).
-for _name in ("host_capacity", "host_usage", "ensure_storage_pool", "image_info", "clone_volume", "create_volume", "delete_volume",
+for _name in ("host_capacity", "ensure_storage_pool", "image_info", "clone_volume", "create_volume", "delete_volume",
               "list_volumes", "list_volume_names", "restore_disk", "define_domain", "start_domain", "shutdown_domain",
               "destroy_domain", "undefine_domain", "domain_info", "list_domains", "graphics_ports",
-              "set_console_password", "balloon_info", "set_balloon_target"):
+              "set_console_password", "balloon_info", "set_balloon_target", "host_usage"):
     setattr(LibvirtDriver, _name, _once_more_after_a_lost_connection(getattr(LibvirtDriver, _name)))

@@ -14,10 +14,10 @@ TEST_URI = "test:///default"
 @pytest.fixture
 def site(db, django_user_model):
     now = timezone.now()
-    big = Host.objects.create(name="big", libvirt_uri=TEST_URI, domain_type="qemu", storage_pool="default-pool", cpus=8, memory_mib=16384,
-                              vcpu_overcommit=2.0, memory_overcommit=1.5)
-    small = Host.objects.create(name="small", libvirt_uri=TEST_URI, domain_type="qemu", storage_pool="default-pool", cpus=2, memory_mib=4096,
-                                in_maintenance=True)
+    on_test_driver = {"libvirt_uri": TEST_URI, "domain_type": "qemu", "storage_pool": "default-pool"}
+    big = Host.objects.create(name="big", cpus=8, memory_mib=16384, vcpu_overcommit=2.0, memory_overcommit=1.5,
+                              **on_test_driver)
+    small = Host.objects.create(name="small", cpus=2, memory_mib=4096, in_maintenance=True, **on_test_driver)
     image = GoldenImage.objects.create(name="linux", display_name="Linux")
     version = GoldenImageVersion.objects.create(image=image, number=1, path="/images/linux.qcow2",
                                                 size_bytes=1, sha256="0" * 64, is_published=True)

@@ -85,7 +85,8 @@ def test_every_list_fits_a_1280_px_screen(live_stack, browser, site, django_user
     assert not too_wide, f"lists wider than a 1280 px screen: {too_wide}"
 
 
-def test_a_hosts_and_a_pools_actions_are_buttons_on_their_pages(live_stack, browser, site, django_user_model):  # noqa: F811
+def test_a_hosts_and_a_pools_actions_are_buttons_on_their_pages(live_stack, browser, site,  # noqa: F811
+                                                                  django_user_model):
     from broker.models import Host
 
     django_user_model.objects.create_superuser("boss", password="pw-boss-12")

@@ -54,8 +54,8 @@ def cell(page, selector: str) -> str:
     return page.evaluate("(s) => (document.querySelector(s) || {textContent: '?'}).textContent", selector)
 
 
-def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(live_stack, browser, host, pool, employee,  # noqa: F811
-                                                                      django_user_model):
+def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(  # noqa: F811
+        live_stack, browser, host, pool, employee, django_user_model):
     from broker.services.assignment import launch_desktop
     from broker.services.hosts import check_host
     from dashboard.services.samples import record_host_reading
@@ -97,10 +97,10 @@ def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(live_stac
     # page shows it without a reload (the marker set in this page's window survives).
     page.evaluate("window.vdiTestMarker = 'same page'")
     desktop = launch_desktop(user=employee, pool=pool)
-    wait_for_page(page, f"document.querySelector(\"[data-pool='{pool.name}'] [data-field=in_use]\").textContent === '1'",
-                  timeout=30_000)
-    wait_for_page(page, f"document.querySelector(\"{row} [data-field=desktops_by_state]\").textContent === 'running 1'",
-                  timeout=180_000)
+    in_use = f"[data-pool='{pool.name}'] [data-field=in_use]"
+    wait_for_page(page, f"document.querySelector(\"{in_use}\").textContent === '1'", timeout=30_000)
+    states = f"{row} [data-field=desktops_by_state]"
+    wait_for_page(page, f"document.querySelector(\"{states}\").textContent === 'running 1'", timeout=180_000)
     desktop.refresh_from_db()
     assert desktop.state == "running"
     assert page.evaluate("window.vdiTestMarker") == "same page"

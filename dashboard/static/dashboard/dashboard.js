@@ -138,6 +138,10 @@
 
   async function poll() {
     const state = document.getElementById("live-state");
+    if (document.hidden) {  // a tab in the background asks for nothing
+      setTimeout(poll, pollMs);
+      return;
+    }
     try {
       const response = await fetch(root.dataset.liveUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.status === 401 || response.status === 403) {
@@ -174,6 +178,8 @@
     const s = doc.series;
     s.vcpu_percent = percent(s.vcpus_placed, s.vcpus_allowed);
     s.memory_percent = percent(s.memory_placed_mib, s.memory_allowed_mib);
+    document.querySelector('[data-chart="launches"] figcaption').textContent =
+      doc.resolution === "hour" ? "Launches per hour" : `Launches per ${Number(root.dataset.sampleSeconds)} s`;
     for (const [name, chart] of Object.entries(CHARTS)) {
       const figure = document.querySelector(`[data-chart="${name}"]`);
       const box = figure.querySelector(".plot");
@@ -182,7 +188,7 @@
       if (!s.t.length) {
         if (plots[name]) { plots[name].destroy(); delete plots[name]; }
         box.replaceChildren(el("p", { class: "quiet vdi-empty" }, "No samples yet: the sampling task runs every "
-          + `${root.dataset.sampleSeconds} s (celery beat).`));
+          + `${Number(root.dataset.sampleSeconds)} s (celery beat).`));
         continue;
       }
       if (plots[name] && plots[name].vdiSpan === span) {
