@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Q, Window
+from django.db.models import Count, F, Q, Sum, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -91,11 +91,23 @@ def host_usage(readings: list[HostReading]) -> dict | None:
     }
 
 
+def storage_commitments() -> dict[int, int]:
+    """Bytes the desktops of each host may grow to: the virtual size of their image version (a
+    linked clone grows up to it) plus their data disk if they have one, for every desktop that holds (or
+    is about to hold) disks there. Farms' sessions have no disks."""
+    rows = (Desktop.objects.filter(host__isnull=False, state__in=LIVE_STATES).exclude(pool__kind=Pool.Kind.FARM)
+            .order_by().values("host").annotate(system=Sum("image_version__size_bytes"),
+                                                data_gib=Sum("pool__data_disk_gib", filter=~Q(data_volume_name="")))
+            .values_list("host", "system", "data_gib"))
+    return {host_id: (system or 0) + (data_gib or 0) * 2**30 for host_id, system, data_gib in rows}
+
+
 def host_figures() -> list[dict]:
-    """Per host: placed (committed) and allowed vCPUs and memory, desktops by state, and what
-    its libvirt last said it uses."""
+    """Per host: placed (committed) and allowed vCPUs and memory, storage committed, desktops by
+    state, and what its libvirt last said it uses."""
     hosts = list(Host.objects.order_by("name"))
     loads = host_loads(hosts=hosts)
+    storage = storage_commitments()
     by_state: dict[int, dict[str, int]] = defaultdict(dict)
     rows = (Desktop.objects.filter(host__isnull=False).exclude(state=S.DELETED).order_by()
             .values_list("host", "state").annotate(n=Count("pk")))
@@ -113,6 +125,7 @@ def host_figures() -> list[dict]:
             "vcpus_allowed": round(host.cpus * host.vcpu_overcommit, 1) if host.cpus else None,
             "memory_placed_mib": memory,
             "memory_allowed_mib": round(host.memory_mib * host.memory_overcommit) if host.memory_mib else None,
+            "storage_committed_bytes": storage.get(host.pk, 0),
             "sessions_running": host.sessions_running,
             "desktops_by_state": by_state.get(host.pk, {}),
             "usage": host_usage(readings.get(host.pk, [])) if not host.is_session_host else None,

@@ -20,18 +20,19 @@ def site(db, django_user_model):
     small = Host.objects.create(name="small", cpus=2, memory_mib=4096, in_maintenance=True, **on_test_driver)
     image = GoldenImage.objects.create(name="linux", display_name="Linux")
     version = GoldenImageVersion.objects.create(image=image, number=1, path="/images/linux.qcow2",
-                                                size_bytes=1, sha256="0" * 64, is_published=True)
+                                                size_bytes=10 * 2**30, sha256="0" * 64, is_published=True)
     office = Pool.objects.create(name="office", display_name="Office", image=image, vcpus=2, memory_mib=2048,
                                  kind=Pool.Kind.FLOATING, min_spares=3, max_desktops=20)
     lab = Pool.objects.create(name="lab", display_name="Lab", image=image, vcpus=1, memory_mib=1024,
-                              kind=Pool.Kind.DEDICATED, max_desktops=10, consecutive_failures=4,
+                              kind=Pool.Kind.DEDICATED, max_desktops=10, consecutive_failures=4, data_disk_gib=5,
                               backoff_until=now + timedelta(minutes=5))
     users = [django_user_model.objects.create_user(f"user{i}") for i in range(6)]
     made = []
 
     def desktop(pool, state, *, host=big, user=None):
-        d = Desktop.objects.create(pool=pool, host=host, user=user, image_version=version, state=state,
-                                   name=f"d{len(made)}")
+        name = f"d{len(made)}"
+        d = Desktop.objects.create(pool=pool, host=host, user=user, image_version=version, state=state, name=name,
+                                   data_volume_name=f"{name}-data.qcow2" if pool.kind == Pool.Kind.DEDICATED else "")
         made.append(d)
         return d
 

@@ -21,6 +21,9 @@ def test_each_host_shows_what_is_placed_on_it_against_what_it_allows(site):
     assert small["desktops_by_state"] == {"starting": 1, "queued": 1}
     assert small["status"] == "draining"
     assert big["usage"] is None  # never read from libvirt yet
+    # Storage committed: each live desktop's image version (10 GiB virtual) and its data disk.
+    assert big["storage_committed_bytes"] == 6 * 10 * 2**30  # the deleted desktop holds no disk
+    assert small["storage_committed_bytes"] == 2 * (10 + 5) * 2**30
 
 
 def test_each_pool_shows_spares_in_use_provisioning_failing_and_backoff(site):
@@ -98,5 +101,5 @@ def test_housekeeping_shows_the_last_reconciliation_and_directory_sync(site):
 
 
 def test_the_live_figures_take_a_constant_number_of_queries(site, django_assert_max_num_queries):
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(15):
         selectors.live_figures()

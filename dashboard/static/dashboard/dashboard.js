@@ -80,9 +80,11 @@
              u.memory_total_mib ? ofAllowed(u.memory_used_mib, u.memory_total_mib, " GiB", 1024) : "–"),
            el("td", { "data-field": "disk" }, `${rate(u.disk_read_bps)} / ${rate(u.disk_write_bps)}`),
            el("td", { "data-field": "net" }, `${rate(u.net_rx_bps)} / ${rate(u.net_tx_bps)}`)];
+      const committed = `${bytes(h.storage_committed_bytes)} committed`;
       const storage = u && !u.error && u.storage_capacity_bytes
-        ? `${bytes(u.storage_used_bytes)} of ${bytes(u.storage_capacity_bytes)} (${bytes(u.storage_available_bytes)} free)`
-        : "–";
+        ? `${committed}; ${bytes(u.storage_used_bytes)} of ${bytes(u.storage_capacity_bytes)} used`
+          + ` (${bytes(u.storage_available_bytes)} free)`
+        : committed;
       const session = h.kind === "session";
       return el("tr", { "data-host": h.name },
         el("th", {}, h.name),
@@ -92,7 +94,7 @@
           : ofAllowed(h.vcpus_placed, h.vcpus_allowed)),
         el("td", { "data-field": "memory" }, session ? "–"
           : ofAllowed(h.memory_placed_mib, h.memory_allowed_mib, " GiB", 1024)),
-        el("td", { "data-field": "storage" }, storage),
+        el("td", { "data-field": "storage" }, session ? "–" : storage),
         ...usageCells,
         el("td", { "data-field": "desktops_by_state" }, statesText(h.desktops_by_state)));
     });
