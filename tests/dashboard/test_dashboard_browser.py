@@ -31,23 +31,31 @@ SERIES_INK = """(name) => {
 CHARTS = ["sessions", "launches", "launch_time", "capacity"]
 
 
-def store_samples():
-    """Half an hour of minute samples and two days of hour samples, with figures that move."""
+def store_samples(workers: list[str]) -> None:
+    """A day of samples every 5 minutes and 30 days of hour samples, shaped like a working day
+    (stored as the sampling task stores them), and the newest taken for real now."""
+    import math
+
     from dashboard.models import Sample
     from dashboard.services.samples import take_sample
 
     now = timezone.now().replace(microsecond=0)
-    for k in range(30, -1, -1):
-        sample = take_sample(now=now - timedelta(minutes=k))
-        Sample.objects.filter(pk=sample.pk).update(
-            consoles_open=k % 5 + 1, desktops_in_use=k % 7 + 2, launches=k % 3 + 1, launch_p50_s=5 + k % 4,
-            launch_p95_s=20 + k % 6, vcpus_placed=k, vcpus_allowed=40, memory_placed_mib=512 * k,
-            memory_allowed_mib=32768)
-    Sample.objects.bulk_create(
-        Sample(resolution="hour", taken_at=now.replace(minute=0, second=0) - timedelta(hours=h), period_seconds=3600,
-               consoles_open=h % 9 + 1, desktops_in_use=h % 11, launches=h % 4 + 1, launch_p50_s=6, launch_p95_s=25,
-               vcpus_placed=h % 20, vcpus_allowed=40, memory_placed_mib=1024, memory_allowed_mib=32768)
-        for h in range(1, 48))
+
+    def busy(at) -> float:  # 0 at night, 1 at 11:00
+        return max(0.0, math.sin(math.pi * (at.hour + at.minute / 60 - 6) / 12))
+
+    def sample(resolution, at, period):
+        b = busy(at)
+        return Sample(resolution=resolution, taken_at=at, period_seconds=period, consoles_open=round(40 * b),
+                      desktops_in_use=round(55 * b) + 3, desktops_running=round(60 * b) + 8, spares_ready=5,
+                      launches=round(12 * b * period / 300), launch_p50_s=6 + 3 * b, launch_p95_s=18 + 20 * b,
+                      launches_timed=round(12 * b), vcpus_placed=20 + 100 * b, vcpus_allowed=160,
+                      memory_placed_mib=40960 + 200000 * b, memory_allowed_mib=393216)
+
+    Sample.objects.bulk_create([sample("minute", now - timedelta(minutes=5 * k), 300) for k in range(1, 288)]
+                               + [sample("hour", now.replace(minute=0, second=0) - timedelta(hours=h), 3600)
+                                  for h in range(1, 720)])
+    take_sample(now=now, workers=workers)
 
 
 def cell(page, selector: str) -> str:
@@ -60,11 +68,15 @@ def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(  # noqa:
     from broker.services.hosts import check_host
     from dashboard.services.samples import record_host_reading
 
+    from config.celery import app
+
     check_host(host_id=host.pk)  # the host's size, as the periodic check measures it
     record_host_reading(host=host)
     time.sleep(1)
     record_host_reading(host=host)
-    store_samples()
+    workers = list(app.control.inspect(timeout=3).ping() or {})  # the live stack's worker answers
+    assert workers
+    store_samples(workers)
     django_user_model.objects.create_superuser("boss", password="pw-boss-12")
 
     page = browser.new_page()
@@ -77,9 +89,9 @@ def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(  # noqa:
     # The charts: every one has its line drawn, for the last day and for the month.
     for name in CHARTS:
         wait_for_page(page, f"({SERIES_INK})('{name}') > 50", timeout=20_000)
-    assert page.evaluate("document.querySelector('[data-chart=sessions]').dataset.points") == "31"
+    assert page.evaluate("document.querySelector('[data-chart=sessions]').dataset.points") == "288"
     page.click(".vdi-range [data-span='30d']")
-    wait_for_page(page, "document.querySelector('[data-chart=sessions]').dataset.points === '47'", timeout=20_000)
+    wait_for_page(page, "document.querySelector('[data-chart=sessions]').dataset.points === '719'", timeout=20_000)
     for name in CHARTS:
         wait_for_page(page, f"({SERIES_INK})('{name}') > 50", timeout=20_000)
     page.click(".vdi-range [data-span='24h']")
@@ -90,6 +102,7 @@ def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(  # noqa:
     assert "GiB" in cell(page, f"{row} [data-field=memory_use]")
     assert "free" in cell(page, f"{row} [data-field=storage]")
     assert cell(page, f"{row} [data-field=desktops_by_state]") == "none"
+    assert int(cell(page, "[data-tile=workers_alive] .value")) >= 1
     assert cell(page, f"[data-pool='{pool.name}'] [data-field=in_use]") == "0"
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than 1280 px"
 
