@@ -124,8 +124,12 @@ def run(args, var_dir: Path, state: dict):
     for name, url in URLS.items():
         progress(f"GET {url}")
         results[name] = timed(client, url, args.repeats)
+    from dashboard.models import Sample
+
+    minutes = Sample.objects.filter(resolution="minute").count()
+    hours = Sample.objects.filter(resolution="hour").count()
     lines = [f"Admin dashboard, {site.desktops} desktops, {len(site.hosts)} hosts, {len(site.pools)} pools, "
-             f"1,500 minute and 840 hour samples (median of {args.repeats})",
+             f"{minutes} minute and {hours} hour samples (median of {args.repeats})",
              f"{'request':<16}{'ms':>10}{'SQL queries':>14}{'bytes':>12}"]
     for name, (ms, queries, size) in results.items():
         lines.append(f"{name:<16}{ms:>10.1f}{queries:>14}{size:>12}")
