@@ -58,3 +58,14 @@ def test_a_deactivated_admin_is_refused_at_once(client, django_user_model):
     admin.is_active = False
     admin.save(update_fields=["is_active"])
     assert client.get(LIVE).status_code in (401, 403)
+
+
+def test_failed_tasks_are_listed_in_the_admin_beside_the_dashboard(admin_client, db):
+    from dashboard.services.samples import record_task_failure
+
+    record_task_failure(task_name="broker.tasks.provision_desktop_task", task_id="abc",
+                        exception=RuntimeError("storage pool vdi is full"))
+    page = admin_client.get("/admin/dashboard/taskfailure/")
+    assert page.status_code == 200 and b"storage pool vdi is full" in page.content
+    index = admin_client.get("/admin/").content.decode()
+    assert 'href="/admin/dashboard/"' in index and "VDI broker administration" in index
