@@ -6,6 +6,8 @@ desktop made for them) or when its user powers their stopped desktop on (the `st
 starting` event with the user as actor). It is ready at the desktop's first `running` event
 from then on; a desktop already running when handed over (a ready spare) was ready at once.
 A launch not ready yet when the figures are taken counts as a launch but has no time yet.
+(Known limit: a ready spare handed over and then restarted within the same hour gets the
+restart's time in that hour's roll-up; no row says what state it was in when handed over.)
 """
 
 from __future__ import annotations
