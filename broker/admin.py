@@ -193,7 +193,7 @@ class PublishVersionForm(forms.ModelForm):
 
 @admin.register(GoldenImageVersion)
 class GoldenImageVersionAdmin(admin.ModelAdmin):
-    list_display = ["image", "number", "path", "size_bytes", "sha256", "is_published", "created_at"]
+    list_display = ["image", "number", "path", "size_bytes", "is_published", "created_at"]  # sha256: on its page
     list_filter = ["image", "is_published"]
     readonly_fields = ["number", "size_bytes", "sha256", "created_at"]
 
@@ -725,8 +725,8 @@ class DesktopEventAdmin(admin.ModelAdmin):
 
 @admin.register(ConsoleSession)
 class ConsoleSessionAdmin(admin.ModelAdmin):
-    list_display = ["opened_at", "user", "desktop", "protocol", "client_address", "last_seen_at", "closed_at",
-                    "close_code", "close_reason", "bytes_to_client"]
+    # Who, what, when and why it closed; the rest (codes, bytes, last seen) on its page.
+    list_display = ["opened_at", "user", "desktop", "protocol", "client_address", "closed_at", "close_reason"]
     list_filter = ["protocol", "closed_at"]
     search_fields = ["user__username", "desktop__name"]
     readonly_fields = ["user", "desktop", "protocol", "client_address", "opened_at", "last_seen_at", "closed_at",

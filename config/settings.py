@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "portal",
     "identity",
     "api",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -172,6 +173,7 @@ STATICFILES_DIRS = [
     ("vendor/novnc/core", BASE_DIR / "node_modules/@novnc/novnc/core"),
     ("vendor/novnc/vendor", BASE_DIR / "node_modules/@novnc/novnc/vendor"),
     ("vendor/spice-html5/src", BASE_DIR / "node_modules/@spice-project/spice-html5/src"),
+    ("vendor/uplot", BASE_DIR / "node_modules/uplot/dist"),  # the admin dashboard's charts
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -248,6 +250,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "broker.tasks.back_up_due_data_disks_task",
         "schedule": float(os.environ.get("VDI_BACKUP_CHECK_SECONDS", "3600")),
     },
+    # The admin dashboard's samples (charts) and each hypervisor's usage read from libvirt.
+    "take-dashboard-sample": {
+        "task": "dashboard.tasks.take_dashboard_sample_task",
+        "schedule": float(os.environ.get("VDI_DASHBOARD_SAMPLE_SECONDS", "60")),
+    },
     # Without it the ticket table grows by a row per console opened, for ever.
     "purge-expired-console-tickets": {
         "task": "broker.tasks.purge_expired_console_tickets_task",
@@ -320,6 +327,14 @@ VDI_CONSOLE_GATEWAY_KIND = os.environ.get("VDI_CONSOLE_GATEWAY_KIND", "broker")
 VDI_CONSOLE_TARGET_LOOKUP = os.environ.get("VDI_CONSOLE_TARGET_LOOKUP", "live")
 if VDI_CONSOLE_TARGET_LOOKUP not in ("live", "recorded"):
     raise ImproperlyConfigured("VDI_CONSOLE_TARGET_LOOKUP must be 'live' or 'recorded'")
+
+# --- admin dashboard (dashboard/) ------------------------------------------------------------
+# How often a sample of the site (and each hypervisor's usage) is taken; how often the page polls.
+VDI_DASHBOARD_SAMPLE_SECONDS = float(os.environ.get("VDI_DASHBOARD_SAMPLE_SECONDS", "60"))
+VDI_DASHBOARD_POLL_SECONDS = float(os.environ.get("VDI_DASHBOARD_POLL_SECONDS", "5"))
+# Samples of each period are kept this long (24-hour charts); hour roll-ups this long (30 days).
+VDI_DASHBOARD_MINUTE_SAMPLES_DAYS = float(os.environ.get("VDI_DASHBOARD_MINUTE_SAMPLES_DAYS", "2"))
+VDI_DASHBOARD_HOUR_SAMPLES_DAYS = float(os.environ.get("VDI_DASHBOARD_HOUR_SAMPLES_DAYS", "35"))
 
 # --- shared sessions (farms, session hosts and their agents) ---------------------------------
 # Each host's agent is a Celery worker consuming the queue PREFIX + host name.

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 urlpatterns = [
+    path("admin/dashboard/", include("dashboard.urls")),  # before the admin's own app pages
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("", include("api.health_urls")),

@@ -118,12 +118,37 @@ class BalloonInfo:
     guest_cooperates: bool
 
 
+@dataclass(frozen=True)
+class HostUsage:
+    """What a host's hypervisor says it is using, at one moment. CPU time and the disk and
+    network byte counts are cumulative counters: a rate is the difference of two readings.
+    A figure the hypervisor cannot give (a driver without node statistics) is None."""
+    cpu_busy_ns: int | None  # host CPU time spent on anything but idle and I/O wait, all CPUs
+    cpu_total_ns: int | None
+    memory_total_kib: int
+    memory_available_kib: int | None  # free, plus buffers and page cache the kernel gives back
+    storage_capacity_bytes: int | None  # the desktops' storage pool
+    storage_allocation_bytes: int | None
+    storage_available_bytes: int | None
+    disk_read_bytes: int  # by the running domains, summed over their disks
+    disk_write_bytes: int
+    net_rx_bytes: int  # by the running domains, summed over their network cards
+    net_tx_bytes: int
+    running_domains: int
+
+
 class HypervisorDriver(abc.ABC):
     """One host's hypervisor. Implementations: `LibvirtDriver` (any libvirt URI)."""
 
     @abc.abstractmethod
     def host_capacity(self) -> HostCapacity:
         """The host's physical CPUs and memory; raises HostUnreachable if it does not answer."""
+
+    @abc.abstractmethod
+    def host_usage(self, *, storage_pool: str) -> HostUsage:
+        """The host's CPU, memory, its storage pool's space and its domains' disk and network
+        counters, read in a few round trips; raises HostUnreachable if it does not answer. A
+        missing storage pool leaves the storage figures None."""
 
     # -- storage ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -17,6 +17,7 @@ from .base import (
     GraphicsPorts,
     HostCapacity,
     HostUnreachable,
+    HostUsage,
     HypervisorDriver,
     HypervisorError,
     BalloonInfo,
@@ -111,6 +112,68 @@ class LibvirtDriver(HypervisorDriver):
         except libvirt.libvirtError as exc:
             raise self._fail("reading host capacity", exc) from exc
         return HostCapacity(cpus=cpus, memory_mib=memory_mib)
+
+    def host_usage(self, *, storage_pool: str) -> HostUsage:
+        conn = self._connection()
+        try:
+            _model, memory_mib, *_rest = conn.getInfo()
+            busy, total = self._cpu_times(conn)
+            memory_total, memory_available = self._memory(conn, memory_mib)
+            storage = self._storage_space(conn, storage_pool)
+            # Every running domain's disk and network counters in one round trip.
+            stats = conn.getAllDomainStats(
+                libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK,
+                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        except libvirt.libvirtError as exc:
+            raise self._fail("reading host usage", exc) from exc
+        counters = {"rd": 0, "wr": 0, "rx": 0, "tx": 0}
+        for _domain, record in stats:
+            for key, value in record.items():
+                kind, _index, *what = key.split(".")
+                if kind in ("block", "net") and len(what) == 2 and what[1] == "bytes" and what[0] in counters:
+                    counters[what[0]] += value
+        return HostUsage(cpu_busy_ns=busy, cpu_total_ns=total, memory_total_kib=memory_total,
+                         memory_available_kib=memory_available, storage_capacity_bytes=storage[0],
+                         storage_allocation_bytes=storage[1], storage_available_bytes=storage[2],
+                         disk_read_bytes=counters["rd"], disk_write_bytes=counters["wr"],
+                         net_rx_bytes=counters["rx"], net_tx_bytes=counters["tx"], running_domains=len(stats))
+
+    @staticmethod
+    def _cpu_times(conn: libvirt.virConnect) -> tuple[int | None, int | None]:
+        """(busy, total) CPU time of the whole host in ns; (None, None) where the driver has none."""
+        try:
+            times = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+        except libvirt.libvirtError as exc:
+            if _code(exc) in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                return None, None
+            raise
+        total = sum(times.values())
+        return total - times.get("idle", 0) - times.get("iowait", 0), total
+
+    @staticmethod
+    def _memory(conn: libvirt.virConnect, memory_mib: int) -> tuple[int, int | None]:
+        """(total, available) KiB: available counts buffers and page cache, which the kernel
+        hands back when a guest needs the memory."""
+        try:
+            memory = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+        except libvirt.libvirtError as exc:
+            if _code(exc) not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                raise
+            return memory_mib * 1024, conn.getFreeMemory() // 1024
+        available = memory.get("free", 0) + memory.get("buffers", 0) + memory.get("cached", 0)
+        return memory.get("total", memory_mib * 1024), available
+
+    @staticmethod
+    def _storage_space(conn: libvirt.virConnect, name: str) -> tuple[int | None, int | None, int | None]:
+        """(capacity, allocation, available) bytes of a storage pool, as libvirt last measured
+        them (no refresh: that reads every volume's header)."""
+        try:
+            _state, capacity, allocation, available = conn.storagePoolLookupByName(name).info()
+        except libvirt.libvirtError as exc:
+            if _code(exc) != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            return None, None, None
+        return capacity, allocation, available
 
     # -- storage ---------------------------------------------------------------------------
     def _pool(self, name: str) -> libvirt.virStoragePool:
@@ -736,5 +799,5 @@ def _once_more_after_a_lost_connection(method):
 for _name in ("host_capacity", "ensure_storage_pool", "image_info", "clone_volume", "create_volume", "delete_volume",
               "list_volumes", "list_volume_names", "restore_disk", "define_domain", "start_domain", "shutdown_domain",
               "destroy_domain", "undefine_domain", "domain_info", "list_domains", "graphics_ports",
-              "set_console_password", "balloon_info", "set_balloon_target"):
+              "set_console_password", "balloon_info", "set_balloon_target", "host_usage"):
     setattr(LibvirtDriver, _name, _once_more_after_a_lost_connection(getattr(LibvirtDriver, _name)))
