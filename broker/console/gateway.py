@@ -33,9 +33,12 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
+import structlog
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from channels.layers import get_channel_layer
+
+from config.request_ids import bind_websocket_request_id
 
 from ..database_threads import in_a_database_thread
 from . import control as console_control
@@ -117,6 +120,9 @@ class ConsoleConnection:
     async def serve(self):
         if (await self.receive())["type"] != "websocket.connect":
             return
+        # Every line of this console carries a request id (a trusted proxy's, or its own) and
+        # the desktop; the ticket's id once it is redeemed (config/request_ids.py).
+        bind_websocket_request_id(self.scope, desktop_id=self.scope["url_route"]["kwargs"].get("desktop_id"))
         try:
             # Admitted (Origin, login, ticket) before the websocket opens: a client without a
             # login never gets an open websocket (handshake.py); other refusals open it to
@@ -206,7 +212,9 @@ class ConsoleConnection:
 
         # Not thread-sensitive: many consoles opening at once (9 a.m.) are admitted in parallel
         # database threads instead of queueing for the one shared thread.
-        return await in_a_database_thread(admit_console)()
+        target, limits = await in_a_database_thread(admit_console)()
+        structlog.contextvars.bind_contextvars(ticket_id=target.ticket_id, console_session_id=self.session_id)
+        return target, limits
 
     async def _read_spice_link(self) -> tuple[bytes, int]:
         data = b""
