@@ -63,9 +63,12 @@ def logging_config(*, fmt: str, level: str) -> dict:
                                  "filters": ["scrub_tickets"]}},
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
-            # uvicorn logs every websocket handshake with its URL, where the console ticket is.
+            # uvicorn's own (it gave them text handlers before Django started): ours instead.
+            # It logs every websocket handshake with its URL, where the console ticket is.
+            "uvicorn": {"handlers": ["console"], "propagate": False},
             "uvicorn.error": {"filters": ["scrub_tickets"]},
-            "uvicorn.access": {"level": "WARNING", "filters": ["scrub_tickets"]},
+            "uvicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False,
+                               "filters": ["scrub_tickets"]},
         },
     }
 
