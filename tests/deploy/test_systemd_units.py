@@ -8,7 +8,9 @@ or agent `celery inspect ping`, beat its first schedule. Nothing here repeats a 
 
 The units name the install root /opt/vdi and /etc/vdi/vdi.env (docs/production.md); the test
 installs them with this checkout as the root instead, the one change an operator also makes
-when installing elsewhere."""
+when installing elsewhere. Where the checkout's virtualenv runs on a Python the service user
+cannot read (this machine's lives under /root, in pyenv), the test gives the units a virtualenv
+on Debian's /usr/bin/python3, as a Debian install has, that sees the checkout's packages."""
 
 import grp
 import json
@@ -20,6 +22,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from urllib.request import Request, urlopen
@@ -76,8 +79,49 @@ def expand_variables(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), text)
 
 
-def installed(unit_text: str, env_file: Path) -> str:
-    return unit_text.replace(INSTALL_ROOT, str(ROOT)).replace(INSTALL_ENV_FILE, str(env_file))
+def installed(unit_text: str, env_file: Path, venv: Path) -> str:
+    return (unit_text.replace(f"{INSTALL_ROOT}/.venv", str(venv)).replace(INSTALL_ROOT, str(ROOT))
+            .replace(INSTALL_ENV_FILE, str(env_file)))
+
+
+SERVICE_FILES = Path("/var/tmp/vdi-test-units")  # reachable by the service user (/tmp/pytest-of-root is not)
+
+
+@pytest.fixture(scope="module")
+def service_venv(service_user):
+    checkout = ROOT / ".venv"
+    if all(subprocess.run(["runuser", "-u", user, "--", str(checkout / "bin" / "python"), "-c", ""],
+                          capture_output=True).returncode == 0 for user in service_user):
+        yield checkout
+        return
+    SERVICE_FILES.mkdir(mode=0o755, exist_ok=True)
+    made = Path(tempfile.mkdtemp(prefix="venv-", dir=SERVICE_FILES))
+    made.chmod(0o755)
+    venv = made / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3.*")) / "site-packages"
+    (site / "checkout.pth").write_text(str(next((checkout / "lib").glob("python3.*")) / "site-packages") + "\n")
+    for script in (checkout / "bin").iterdir():
+        text = script.read_bytes()
+        if script.is_file() and text.startswith(b"#!" + str(checkout / "bin" / "python").encode()):
+            target = venv / "bin" / script.name
+            if not target.exists():
+                target.write_bytes(b"#!" + str(venv / "bin" / "python").encode() + text[text.index(b"\n"):])
+                target.chmod(0o755)
+    # What pip installs only on Debian's older 3.11 (requirements.txt's markers), for it.
+    older_only = [line.split(";")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if "python_full_version <" in line and not line.startswith("#")]
+    if older_only:
+        # (Kept between runs outside var/, which is 0700: the service user must read it.)
+        cache = SERVICE_FILES / re.sub(r"\W", "_", "-".join(older_only))
+        if not cache.exists():
+            subprocess.run([str(checkout / "bin" / "pip"), "install", "-q", "--no-deps", "--target",
+                            f"{cache}.partial", *older_only], check=True)
+            Path(f"{cache}.partial").rename(cache)
+            cache.chmod(0o755)
+        (site / "older-python.pth").write_text(f"{cache}\n")
+    yield venv
+    shutil.rmtree(made)
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +140,13 @@ def service_user():
 
 
 @pytest.fixture
-def install(tmp_path, service_user, django_db_setup):
+def install(tmp_path, service_user, service_venv, django_db_setup):
     """/etc/vdi/vdi.env from the shipped example, filled in for this test's services, and the
     state directory systemd would make (StateDirectory=, 0700, the service user's)."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
+    SERVICE_FILES.mkdir(mode=0o755, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="state-", dir=SERVICE_FILES))
+    state.chmod(0o700)
     shutil.chown(state, "vdi", "vdi")
-    tmp_path.chmod(0o755)
     run = settings.CELERY_TASK_DEFAULT_QUEUE
     values = {
         "DATABASE_URL": stack.test_database_url(), "REDIS_URL": settings.CELERY_BROKER_URL,
@@ -120,13 +164,15 @@ def install(tmp_path, service_user, django_db_setup):
     env_file = tmp_path / "vdi.env"
     env_file.write_text(example)
     env_file.chmod(0o640)
-    return env_file
+    shutil.chown(env_file, "root", "vdi")
+    yield env_file, service_venv
+    shutil.rmtree(state)
 
 
 class Started:
-    def __init__(self, name: str, env_file: Path, tmp_path: Path):
+    def __init__(self, name: str, install: tuple[Path, Path], tmp_path: Path):
         unit_path = tmp_path / (name.replace("@.", f"@{AGENT_INSTANCE}."))
-        unit_path.write_text(installed((UNITS / name).read_text(), env_file))
+        unit_path.write_text(installed((UNITS / name).read_text(), *install))
         self.name, self.unit_path, self.log_path = name, unit_path, tmp_path / f"{name}.log"
         self.unit = parse_unit(unit_path.read_text())
         service = self.unit["Service"]
@@ -208,7 +254,8 @@ def check_gateway(started: Started):
 
 
 def check_worker(started: Started):
-    node = next(a for a in started.argv if "@" in a and not a.startswith("-"))
+    # The unit's -n, as Celery expands it (%h: this machine's host name).
+    node = started.argv[started.argv.index("-n") + 1].replace("%h", socket.gethostname())
     started.wait_for(lambda: celery_pong(started, node), timeout=90, what=f"pong from {node}")
 
 
