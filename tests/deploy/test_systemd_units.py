@@ -161,12 +161,16 @@ def install(tmp_path, service_user, service_venv, django_db_setup):
         line = f"{key}={value}"
         example, found = re.subn(rf"(?m)^#?{key}=.*$", line, example)
         example += "" if found else f"\n{line}\n"
-    env_file = tmp_path / "vdi.env"
+    etc = Path(tempfile.mkdtemp(prefix="etc-", dir=SERVICE_FILES))  # as /etc/vdi: 0750 root:vdi
+    etc.chmod(0o750)
+    shutil.chown(etc, "root", "vdi")
+    env_file = etc / "vdi.env"
     env_file.write_text(example)
     env_file.chmod(0o640)
     shutil.chown(env_file, "root", "vdi")
     yield env_file, service_venv
     shutil.rmtree(state)
+    shutil.rmtree(etc)
 
 
 class Started:
@@ -293,3 +297,16 @@ def test_the_unit_verifies_and_starts(name, install, tmp_path):
         assert lines and all(json.loads(l)["level"] for l in lines)
     finally:
         started.stop()
+
+
+def test_vdi_manage_runs_django_commands_as_the_service_user_with_the_env_file(install):
+    env_file, venv = install
+    env = {"PATH": os.environ["PATH"], "VDI_ENV_FILE": str(env_file), "VDI_VENV": str(venv)}
+    answer = subprocess.run([str(ROOT / "deploy" / "vdi-manage"), "shell", "-c",
+                             "import os; from django.conf import settings; from django.db import connection; "
+                             "print(os.getuid(), connection.settings_dict['NAME'], settings.VDI_LOG_FORMAT)"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    uid, database, log_format = answer.stdout.split()[-3:]
+    assert int(uid) == pwd.getpwnam("vdi").pw_uid
+    assert database == settings.DATABASES["default"]["NAME"] and log_format == "json"
