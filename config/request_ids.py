@@ -5,7 +5,9 @@
 - the client address bound for each request is REMOTE_ADDR (the browser's when a trusted proxy
   said so: config/forwarded.py), never a header anyone may send;
 - the console gateway, which is no Django view, binds its own for each websocket
-  (bind_websocket_request_id) together with the desktop it is for.
+  (bind_websocket_request_id) together with the desktop it is for; once the ticket is
+  redeemed, the console's lines carry the ticket request's id (stored on the ticket, from
+  current_request_id) and keep the websocket's own as websocket_request_id.
 """
 
 import uuid
@@ -36,6 +38,11 @@ def add_request_id_header(request, logger, response, log_kwargs, **kwargs):
 @receiver(signals.update_failure_response)
 def add_request_id_header_to_failures(request, response, logger, exception, **kwargs):
     _say_request_id(response)
+
+
+def current_request_id() -> str:
+    """The request id of the request (or task) this code runs for; empty outside one."""
+    return str(structlog.contextvars.get_contextvars().get("request_id") or "")[:128]
 
 
 def bind_websocket_request_id(scope, **context) -> str:

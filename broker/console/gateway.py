@@ -102,6 +102,7 @@ class ConsoleConnection:
         self.bytes_to_client = self.bytes_to_desktop = 0
         self.session_id: int | None = None
         self.session_key: str | None = None  # the login session's, once admitted
+        self.request_id = ""  # this websocket's own (config/request_ids.py)
         self.target: ConsoleTarget | None = None
         self.guest_writer: asyncio.StreamWriter | None = None
         self.desktop: DesktopChunks | None = None
@@ -121,8 +122,10 @@ class ConsoleConnection:
         if (await self.receive())["type"] != "websocket.connect":
             return
         # Every line of this console carries a request id (a trusted proxy's, or its own) and
-        # the desktop; the ticket's id once it is redeemed (config/request_ids.py).
-        bind_websocket_request_id(self.scope, desktop_id=self.scope["url_route"]["kwargs"].get("desktop_id"))
+        # the desktop; once the ticket is redeemed, the ticket request's id and the ticket's
+        # database id (config/request_ids.py).
+        self.request_id = bind_websocket_request_id(
+            self.scope, desktop_id=self.scope["url_route"]["kwargs"].get("desktop_id"))
         try:
             # Admitted (Origin, login, ticket) before the websocket opens: a client without a
             # login never gets an open websocket (handshake.py); other refusals open it to
@@ -213,7 +216,10 @@ class ConsoleConnection:
         # Not thread-sensitive: many consoles opening at once (9 a.m.) are admitted in parallel
         # database threads instead of queueing for the one shared thread.
         target, limits = await in_a_database_thread(admit_console)()
-        structlog.contextvars.bind_contextvars(ticket_id=target.ticket_id, console_session_id=self.session_id)
+        # From here the console's lines join the trail of the page's ticket request.
+        structlog.contextvars.bind_contextvars(
+            request_id=target.request_id or self.request_id, websocket_request_id=self.request_id,
+            ticket_id=target.ticket_id, console_session_id=self.session_id)
         return target, limits
 
     async def _read_spice_link(self) -> tuple[bytes, int]:

@@ -113,14 +113,17 @@ def test_a_launch_is_followed_by_its_request_id_from_the_view_into_its_tasks_and
     if task_log.startswith("agent"):  # the console ticket's request: the agent set its password
         assert any(l["event"] == "task_started" for l in lines_with(task_log, ticket_request_id))
 
-    # The gateway (served by the portal process here): the console, its request id, the
+    # The gateway (served by the portal process here): the console's lines carry the ticket
+    # request's id (the trail goes on from the page's request), the websocket's own, the
     # desktop and the ticket's database id; never the ticket itself.
     wait_until(lambda: any(l["event"].startswith("console closed") for l in json_lines(live_stack, "portal", before["portal"])),
                timeout=20, what="the gateway's line of the console's end")
-    gateway = [l for l in json_lines(live_stack, "portal", before["portal"]) if l["event"].startswith("console ")]
+    gateway = [l for l in json_lines(live_stack, "portal", before["portal"])
+               if l["event"].startswith("console ") and l.get("desktop_id") == desktop_id]
     opened = next(l for l in gateway if l["event"].startswith("console opened"))
-    assert opened["request_id"] and int(opened["desktop_id"]) == desktop_id and opened["ticket_id"]
-    assert all(l["request_id"] == opened["request_id"] for l in gateway if int(l.get("desktop_id", 0)) == desktop_id)
+    assert opened["request_id"] == ticket_request_id and opened["ticket_id"] and opened["console_session_id"]
+    assert opened["websocket_request_id"] not in (ticket_request_id, request_id)
+    assert {l["request_id"] for l in gateway} == {ticket_request_id} and len(gateway) >= 2, gateway
 
     # No secret in any line this test caused, in any process's log.
     written = "".join((live_stack.log_dir / f"{name}.log").read_bytes()[since:].decode()
