@@ -28,6 +28,12 @@ _SHARED = [
 ]
 
 
+def _drop_terminal_colours(logger, method_name, event_dict):
+    """uvicorn passes its message again with ANSI colours, as `color_message`: not for files."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def log_format(value: str) -> str:
     value = (value or "json").strip().lower()
     if value not in FORMATS:
@@ -55,7 +61,7 @@ def logging_config(*, fmt: str, level: str) -> dict:
                     scrub_secrets,
                     _renderer(fmt),
                 ],
-                "foreign_pre_chain": [*_SHARED, structlog.stdlib.ExtraAdder()],
+                "foreign_pre_chain": [*_SHARED, structlog.stdlib.ExtraAdder(), _drop_terminal_colours],
             },
         },
         "filters": {"scrub_tickets": {"()": "config.log_filters.ScrubConsoleTickets"}},
