@@ -1,11 +1,15 @@
 # The two commands of the quick start: `make run` and `make test`.
-.PHONY: run test setup bench-launch bench-scale bench-logon-storm
+.PHONY: run test setup screenshots bench-launch bench-scale bench-logon-storm
 
 run:
 	scripts/run.sh
 
 test:
 	scripts/test.sh
+
+# The operator's guide's screenshots (docs/screenshots/), taken by the browser tests.
+screenshots:
+	scripts/screenshots.sh
 
 # Install everything and start the services, without starting the portal.
 setup:

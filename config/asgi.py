@@ -17,6 +17,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns as console_websockets  # noqa: E402
+from config.forwarded import behind_trusted_proxies  # noqa: E402
 from config.request_limits import limit_request_bodies  # noqa: E402
 from config.unrouted import any_other_websocket  # noqa: E402
 from portal.routing import websocket_urlpatterns as launch_progress_websockets  # noqa: E402
@@ -25,9 +26,9 @@ from portal.routing import websocket_urlpatterns as launch_progress_websockets  
 # before the websocket is accepted (HTTP 403 without a login: broker/console/handshake.py);
 # other refusals open it and close it, so the page gets a close code and a reason it can show.
 # No session/auth middleware: the gateway loads the login with the ticket in one database trip.
-application = ProtocolTypeRouter(
+application = behind_trusted_proxies(ProtocolTypeRouter(
     {
         "http": limit_request_bodies(django_asgi_app),
         "websocket": URLRouter([*console_websockets, *launch_progress_websockets, any_other_websocket]),
     }
-)
+))

@@ -31,3 +31,19 @@ def _survive_a_redis_restart():
 
 
 _survive_a_redis_restart()
+
+
+# Logs (config/logs.py): the worker writes the same lines as the portal, and each task's lines
+# carry the request id (and user) of the request that sent it, from the task's headers.
+from celery.signals import setup_logging  # noqa: E402
+from django_structlog.celery.steps import DjangoStructLogInitStep  # noqa: E402
+
+app.steps["worker"].add(DjangoStructLogInitStep)
+
+
+@setup_logging.connect
+def _log_like_the_portal(**kwargs):
+    """Answering this signal keeps Celery from installing its own handlers on the root logger."""
+    from config.logs import configure_process_logging
+
+    configure_process_logging()

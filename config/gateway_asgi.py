@@ -27,6 +27,7 @@ django.setup()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from broker.console.routing import websocket_urlpatterns  # noqa: E402
+from config.forwarded import behind_trusted_proxies  # noqa: E402
 from config.unrouted import any_other_websocket  # noqa: E402
 
 
@@ -40,9 +41,9 @@ async def health_only(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-application = ProtocolTypeRouter(
+application = behind_trusted_proxies(ProtocolTypeRouter(
     {
         "http": health_only,
         "websocket": URLRouter([*websocket_urlpatterns, any_other_websocket]),
     }
-)
+))

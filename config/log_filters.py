@@ -10,7 +10,33 @@ _TICKET = re.compile(r"((?:ticket|token)=)[^&\s\"']+")
 
 class ScrubConsoleTickets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):  # a structlog event: scrub_secrets below sees it whole
+            return True
         message = record.getMessage()
         if "ticket=" in message or "token=" in message:
             record.msg, record.args = _TICKET.sub(r"\1[redacted]", message), ()
         return True
+
+
+# Keys whose values never reach a log line, whatever logged them (a structlog call with
+# password=..., an `extra` dict, a header dict).
+# (`ticket_id`, a database id, is not a secret; `ticket` and `console_token` are.)
+_SECRET_KEYS = re.compile(r"(.*_)?(password|passwd|secret|token|ticket|authorization|cookie|credentials?|api_?key)",
+                          re.IGNORECASE)
+
+
+def _scrubbed(value):
+    if isinstance(value, str):
+        return _TICKET.sub(r"\1[redacted]", value) if ("ticket=" in value or "token=" in value) else value
+    if isinstance(value, dict):
+        return {k: "[redacted]" if isinstance(k, str) and _SECRET_KEYS.fullmatch(k) else _scrubbed(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+def scrub_secrets(logger, method_name, event_dict):
+    """structlog processor, the last before a line is rendered (config/logs.py): tickets in
+    any string (a URL with its query) and the values of secret-sounding keys are redacted."""
+    return _scrubbed(event_dict)

@@ -17,10 +17,12 @@ Any other uvicorn option may follow (--ssl-keyfile, ...). Added here:
   send keystrokes and mouse moves); a websocket that does not answer pings for 20 s (VDI_WS_PING_SECONDS) is closed;
   at most VDI_MAX_CONNECTIONS (4096) connections at once, then HTTP answers 503.
 
-- Proxy headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from the addresses in
-  VDI_FORWARDED_ALLOW_IPS (a reverse proxy's), and from nobody when it is unset. uvicorn alone
-  believes 127.0.0.1, where anyone on the host could then pick the address the login throttle
-  sees. Set it with the variable: options given here come after the command line's and win.
+- Proxy headers (X-Forwarded-For, X-Forwarded-Proto, X-Request-ID) are believed only from the
+  addresses in VDI_FORWARDED_ALLOW_IPS (a reverse proxy's), and from nobody when it is unset.
+  The applications do that themselves (config/forwarded.py: the request id's trust needs the
+  proxy's address, which uvicorn's own proxy middleware overwrites), so uvicorn's is always
+  off here. uvicorn alone believes 127.0.0.1, where anyone on the host could then pick the
+  address the login throttle sees. Options given here come after the command line's and win.
 
 make run (scripts/run.sh), the tests' live stack and bench/console_proxy.py all start it so.
 """
@@ -50,10 +52,8 @@ LIMIT_OPTIONS = [
 
 
 def proxy_options() -> list[str]:
-    trusted = os.environ.get("VDI_FORWARDED_ALLOW_IPS", "").strip()
-    if not trusted:
-        return ["--no-proxy-headers", "--forwarded-allow-ips", ""]
-    return ["--proxy-headers", "--forwarded-allow-ips", trusted]
+    # VDI_FORWARDED_ALLOW_IPS is applied by the application (config/forwarded.py), not uvicorn.
+    return ["--no-proxy-headers", "--forwarded-allow-ips", ""]
 
 
 def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .logs import configure_structlog, log_format, logging_config
 from .private_files import make_private_dir, make_private_sqlite_file, write_private_file
 from .redis_urls import celery_broker_url
 from .security_headers import add_static_file_headers
@@ -65,6 +66,8 @@ INSTALLED_APPS = [
     "identity",
     "api",
     "dashboard",
+    "django_structlog",
+    "config.apps.RequestLogsConfig",
 ]
 
 MIDDLEWARE = [
@@ -77,6 +80,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.security_headers.SecurityHeadersMiddleware",
+    # After the login middleware: binds the request id (and user id) every log line carries.
+    "django_structlog.middlewares.RequestMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -390,16 +395,14 @@ VDI_METRICS_TOKEN = os.environ.get("VDI_METRICS_TOKEN", "")
 # /readyz: how long it waits for a Celery worker to answer a ping, and for Redis.
 VDI_READYZ_TIMEOUT_SECONDS = float(os.environ.get("VDI_READYZ_TIMEOUT_SECONDS", "1.5"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"scrub_tickets": {"()": "config.log_filters.ScrubConsoleTickets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["scrub_tickets"]}},
-    "root": {"handlers": ["console"], "level": os.environ.get("VDI_LOG_LEVEL", "INFO")},
-    "loggers": {
-        # uvicorn logs every websocket handshake with its URL, where the console ticket is.
-        "uvicorn.error": {"filters": ["scrub_tickets"]},
-        "uvicorn.access": {"level": "WARNING", "filters": ["scrub_tickets"]},
-    },
-}
+# Logs: JSON lines (or text) with the request id that follows a launch into its Celery tasks
+# (config/logs.py; django-structlog). VDI_LOG_FORMAT=json|text.
+VDI_LOG_FORMAT = log_format(os.environ.get("VDI_LOG_FORMAT", "json"))
+LOGGING = logging_config(fmt=VDI_LOG_FORMAT, level=os.environ.get("VDI_LOG_LEVEL", "INFO"))
+configure_structlog()
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+# An X-Request-ID reaches Django only from a trusted proxy (config/forwarded.py drops the rest).
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+# django-ipware would read X-Forwarded-For from anyone: the address is bound from REMOTE_ADDR
+# (which config/forwarded.py sets from trusted proxies only) in config/request_ids.py instead.
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False

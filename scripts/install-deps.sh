@@ -12,6 +12,8 @@ packages=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvi
 if [ "${1:-}" = "--test" ]; then
   # slapd: the identity tests start their own throwaway directory on a loopback port.
   packages+=(chromium chromium-driver postgresql slapd ldap-utils)
+  # systemd-analyze: tests/deploy/ verifies the units in deploy/systemd/.
+  packages+=(systemd)
 fi
 # Some machines carry their own Python, Node, Redis or PostgreSQL; do not install Debian's over them.
 command -v node >/dev/null && command -v npm >/dev/null && packages=("${packages[@]/nodejs/}") && packages=("${packages[@]/npm/}")
@@ -25,6 +27,19 @@ apt_ensure $(printf '%s\n' "${packages[@]}" | grep -v '^$')
 if [ "$had_slapd" = 0 ] && dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed" \
    && [ -d /run/systemd/system ]; then
   systemctl disable --now slapd >/dev/null 2>&1 || true
+fi
+
+# tests/deploy/test_nginx_site.py runs deploy/nginx/vdi.conf in Debian's nginx: the binary is
+# unpacked from its package, not installed (installing nginx starts a web server on port 80).
+NGINX_FOR_TESTS=/var/lib/vdi/tools/nginx
+if [ "${1:-}" = "--test" ] && ! command -v nginx >/dev/null && [ ! -x "$NGINX_FOR_TESTS" ]; then
+  say "unpacking Debian's nginx for the tests into $NGINX_FOR_TESTS"
+  unpack="$(mktemp -d)"
+  chmod 755 "$unpack"  # apt-get download writes as user _apt
+  (cd "$unpack" && apt-get download -q nginx >/dev/null 2>&1 && dpkg -x nginx_*.deb "$unpack/root")
+  mkdir -p "$(dirname "$NGINX_FOR_TESTS")"
+  install -m 0755 "$unpack/root/usr/sbin/nginx" "$NGINX_FOR_TESTS"
+  rm -rf "$unpack"
 fi
 
 cd "$ROOT"

@@ -6,6 +6,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 PORT="${VDI_PORT:-8000}"
+# Logs for a person at this box (key=value text in var/log/); production's units write JSON
+# lines (docs/logs.md). VDI_LOG_FORMAT=json make run gives the same here.
+export VDI_LOG_FORMAT="${VDI_LOG_FORMAT:-text}"
 BIND="${VDI_BIND:-127.0.0.1}"
 RUN_DIR="$ROOT/var/run"
 LOG_DIR="$ROOT/var/log"

@@ -33,9 +33,12 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
+import structlog
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from channels.layers import get_channel_layer
+
+from config.request_ids import bind_websocket_request_id
 
 from ..database_threads import in_a_database_thread
 from . import control as console_control
@@ -99,6 +102,7 @@ class ConsoleConnection:
         self.bytes_to_client = self.bytes_to_desktop = 0
         self.session_id: int | None = None
         self.session_key: str | None = None  # the login session's, once admitted
+        self.request_id = ""  # this websocket's own (config/request_ids.py)
         self.target: ConsoleTarget | None = None
         self.guest_writer: asyncio.StreamWriter | None = None
         self.desktop: DesktopChunks | None = None
@@ -117,6 +121,11 @@ class ConsoleConnection:
     async def serve(self):
         if (await self.receive())["type"] != "websocket.connect":
             return
+        # Every line of this console carries a request id (a trusted proxy's, or its own) and
+        # the desktop; once the ticket is redeemed, the ticket request's id and the ticket's
+        # database id (config/request_ids.py).
+        self.request_id = bind_websocket_request_id(
+            self.scope, desktop_id=self.scope["url_route"]["kwargs"].get("desktop_id"))
         try:
             # Admitted (Origin, login, ticket) before the websocket opens: a client without a
             # login never gets an open websocket (handshake.py); other refusals open it to
@@ -206,7 +215,12 @@ class ConsoleConnection:
 
         # Not thread-sensitive: many consoles opening at once (9 a.m.) are admitted in parallel
         # database threads instead of queueing for the one shared thread.
-        return await in_a_database_thread(admit_console)()
+        target, limits = await in_a_database_thread(admit_console)()
+        # From here the console's lines join the trail of the page's ticket request.
+        structlog.contextvars.bind_contextvars(
+            request_id=target.request_id or self.request_id, websocket_request_id=self.request_id,
+            ticket_id=target.ticket_id, console_session_id=self.session_id)
+        return target, limits
 
     async def _read_spice_link(self) -> tuple[bytes, int]:
         data = b""

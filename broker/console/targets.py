@@ -49,6 +49,8 @@ class ConsoleTarget:
     password: str | None = field(default=None, repr=False)
     # SPICE: True for the ticket's first socket (its main channel), False for the others.
     first_use: bool = True
+    # The ticket request's request id, for the console's log lines (config/request_ids.py).
+    request_id: str = ""
 
 
 class ConsoleTargetKind(ABC):

@@ -24,6 +24,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from config.request_ids import current_request_id
+
 from .. import selectors
 from ..hypervisor.xml import VNC_PASSWORD_MAX
 from ..models import ConsoleTicket, Desktop, DesktopState
@@ -125,6 +127,7 @@ def issue_console_ticket(*, user, session_key: str, desktop: Desktop, protocol: 
         expires_at=now + timedelta(seconds=settings.VDI_CONSOLE_TICKET_TTL_SECONDS),
         port=port,
         sealed_password=seal_password(console_password, token) if console_password else "",
+        request_id=current_request_id(),
     )
     return token
 
@@ -179,6 +182,7 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         pool_id=desktop.pool_id,
         password=unseal_password(ticket.sealed_password, token) if ticket.sealed_password else None,
         first_use=first_use,
+        request_id=ticket.request_id,
     )
 
 

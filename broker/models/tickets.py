@@ -27,6 +27,9 @@ class ConsoleTicket(models.Model):
     sealed_password = models.CharField(max_length=128, blank=True)
     # SPICE: the channel types (main first, then display, inputs, cursor...) admitted so far.
     spice_channels = models.CharField(max_length=64, blank=True)
+    # The request id of the page's ticket request (config/logs.py): the console's log lines
+    # carry it, so a launch's trail goes on from the ticket into the gateway. Not a secret.
+    request_id = models.CharField(max_length=128, blank=True)
 
     def __str__(self):
         return f"ticket #{self.pk} for {self.desktop_id} ({self.protocol})"

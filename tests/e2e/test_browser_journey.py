@@ -13,6 +13,7 @@ from django.conf import settings
 from broker.models import Desktop, DesktopState
 from tests.support.browser import CANVAS_INK, browser, type_like_a_person, wait_for_file_text, wait_for_page  # noqa: F401
 from tests.support.measurements import write_measurement
+from tests.support.screenshots import save_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
 
@@ -25,11 +26,13 @@ def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack
     page = browser.new_page()
     page.goto(f"{live_stack.base_url}/")
     assert "/login/" in page.url  # not logged in yet
+    save_screenshot(page, "portal-login")
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", "correct-horse-9")
     page.click("button[type=submit]")
     page.wait_for_selector("text=My desktops")
     assert page.locator("article.pool h2").all_inner_texts() == ["Office desktop"]
+    save_screenshot(page, "my-desktops")
 
     launched = time.monotonic()
     page.click("button.launch")
@@ -37,6 +40,7 @@ def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack
     desktop_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     page.wait_for_selector("#steps li.step")  # the live progress list
     assert page.locator("#steps li").count() == 4
+    save_screenshot(page, "launch-progress")
 
     wait_for_page(page, "window.vdiConsole && window.vdiConsole.phase === 'connected'", timeout=120_000)
     connected = time.monotonic() - launched
@@ -59,6 +63,7 @@ def test_an_employee_launches_sees_and_uses_a_desktop_then_reconnects(live_stack
     ink = page.evaluate(CANVAS_INK)
     assert ink > 0.003, f"the console shows almost nothing ({ink:.4%} of pixels lit)"
     page.screenshot(path=str(Path(settings.VAR_DIR) / "e2e-console.png"))
+    save_screenshot(page, "console")
 
     # Close the tab, come back, press the button again: the same desktop, connected again.
     page.close()
