@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('broker', '0016_data_backups'),
+        ('broker', '0017_restore_source_and_backups_of_deleted'),
     ]
 
     operations = [
