@@ -12,6 +12,7 @@ from ..filters import ConsoleSessionFilter, DesktopFilter
 from ..serializers.desktops import (
     ActionResultSerializer,
     ConsoleSessionSerializer,
+    DesktopDetailSerializer,
     DesktopSerializer,
     MoveRequestSerializer,
 )
@@ -31,6 +32,10 @@ class DesktopViewSet(ReadOnlyScopedViewSet):
     serializer_class = DesktopSerializer
     filterset_class = DesktopFilter
     ordering_fields = ["created_at", "name", "state", "state_changed_at"]
+
+    def get_serializer_class(self):
+        # The reason it is not ready costs a few queries: on the detail only, not per list row.
+        return DesktopDetailSerializer if self.action == "retrieve" else DesktopSerializer
 
     @extend_schema(request=MoveRequestSerializer, responses={202: LiveMigrationSerializer, 409: ActionResultSerializer},
                    summary="Move the running desktop to another host by live migration")

@@ -11,6 +11,7 @@ from ..filters import GoldenImageVersionFilter, PoolFilter
 from ..serializers.pools import (
     GoldenImageSerializer,
     GoldenImageVersionSerializer,
+    PoolDetailSerializer,
     PoolSerializer,
     RecomposeResultSerializer,
 )
@@ -26,6 +27,9 @@ class PoolViewSet(ReadOnlyScopedViewSet):
     serializer_class = PoolSerializer
     filterset_class = PoolFilter
     ordering_fields = ["name", "display_name", "created_at"]
+
+    def get_serializer_class(self):
+        return PoolDetailSerializer if self.action == "retrieve" else PoolSerializer
 
     @extend_schema(request=None, responses=RecomposeResultSerializer,
                    summary="Rebuild every desktop of the pool on the current image version (user data kept)")
