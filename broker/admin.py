@@ -621,15 +621,17 @@ class DesktopAdmin(admin.ModelAdmin):
     def send_message(self, request, queryset):
         from django.template.response import TemplateResponse
 
-        from .console import control
+        from .services.console_messages import MessageRefused, send_console_message
 
         text = (request.POST.get("message") or "").strip()
         if "apply" in request.POST and text:
             desktops = list(queryset.exclude(state=DesktopState.DELETED))
-            for desktop in desktops:
-                control.show_notice(group=control.desktop_group(desktop.pk),
-                                    text=f"Message from {request.user.get_username()}: {text}")
-                desktop.note(f"message sent to the console: {text[:200]}", actor=request.user)
+            try:
+                for desktop in desktops:
+                    send_console_message(desktop=desktop, text=text, actor=request.user)
+            except MessageRefused as refused:
+                self.message_user(request, str(refused), messages.ERROR)
+                return None
             self.message_user(request, f"Message sent to the consoles of {len(desktops)} desktop(s).")
             return None
         return TemplateResponse(request, "admin/broker/desktop/send_message.html", {

@@ -71,7 +71,7 @@ def test_no_host_has_capacity_and_each_host_says_why(pool):
 
     assert selectors.pick_host(pool=pool) is None  # the placement decision itself
     [reason] = [r for r in why_pool_short(pool) if r.code == "no_host_capacity"]
-    assert reason.summary == "0 of 2 spares ready: no host has room for another desktop."
+    assert reason.summary == "1 of 2 spares ready: no host has room for another desktop."
     details = "\n".join(reason.details)
     assert "hv-mem: full: memory (2048 of 3000 MiB placed, a desktop needs 2048 MiB)" in details
     assert "hv-cpu: full: vCPUs (2 of 3 placed, a desktop needs 2)" in details

@@ -15,6 +15,7 @@ from ..serializers.pools import (
     PoolSerializer,
     RecomposeResultSerializer,
 )
+from ..serializers.jobs import ReconcileResultSerializer
 from .base import ReadOnlyScopedViewSet
 
 
@@ -38,6 +39,15 @@ class PoolViewSet(ReadOnlyScopedViewSet):
         pool = self.get_object()
         count = recompose_pool(pool=pool, actor=request.user)
         return Response(RecomposeResultSerializer({"pool": pool.pk, "recomposing": count}).data)
+
+    @extend_schema(request=None, responses=ReconcileResultSerializer,
+                   summary="Reconcile now: top up spares, roll over old ones, place waiting sessions")
+    @action(detail=True, methods=["post"])
+    def reconcile(self, request, pk=None):
+        from broker.services.pools import reconcile_pool
+
+        pool = self.get_object()
+        return Response(ReconcileResultSerializer({"pool": pool.pk, "done": reconcile_pool(pool_id=pool.pk)}).data)
 
 
 class GoldenImageViewSet(ReadOnlyScopedViewSet):
