@@ -228,7 +228,7 @@ def test_a_drain_job_follows_its_moves_and_a_cancel_drops_those_still_waiting(db
     source.refresh_from_db()
     assert source.in_maintenance
     assert (job.state, job.done, job.total) == (Job.State.RUNNING, 0, 2)
-    moves = LiveMigration.objects.filter(source=source).order_by("pk")
+    moves = LiveMigration.objects.filter(source=source).order_by("desktop__name")
     assert [m.desktop for m in moves] == running
     # One move ends (the source's worker would have copied it); the admin stops the drain.
     LiveMigration.objects.filter(pk=moves[0].pk).update(state=LiveMigration.State.COMPLETED)

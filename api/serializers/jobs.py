@@ -16,6 +16,11 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class JobRefusedSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why it was refused (another job on the same target, no such row, "
+                                             "finished already, not stoppable midway).")
+
+
 class JobStartSerializer(serializers.Serializer):
     """What to start; each kind names its target."""
 

@@ -15,14 +15,14 @@ from identity.services.preprovision import PreprovisionRefused, start_preprovisi
 from identity.services.sync import start_sync_job
 
 from .. import scoping
-from ..serializers.jobs import JobSerializer, JobStartSerializer
+from ..serializers.jobs import JobRefusedSerializer, JobSerializer, JobStartSerializer
 from .base import ReadOnlyScopedViewSet
 
 
 class JobPermission(BasePermission):
     """Reading jobs: as for any resource (view_job; auditors; not operators). Starting and
     cancelling: the permission the admin's own action asks for that kind of job, checked by the
-    view once it knows the kind; auditors never."""
+    view once it knows the kind; auditors never. Whoever may run no kind at all is refused at once."""
 
     message = "Your role does not allow this."
 
@@ -32,7 +32,7 @@ class JobPermission(BasePermission):
             return False
         if request.method in SAFE_METHODS:
             return scoping.may_read(user, Job)
-        return user.is_active and not scoping.is_auditor(user)
+        return any(may_run(user, kind) for kind in Job.Kind.values)
 
 
 class JobViewSet(mixins.CreateModelMixin, ReadOnlyScopedViewSet):
@@ -52,7 +52,7 @@ class JobViewSet(mixins.CreateModelMixin, ReadOnlyScopedViewSet):
         if not may_run(self.request.user, kind):
             raise PermissionDenied(f"Your role does not allow starting or cancelling a {kind} job.")
 
-    @extend_schema(request=JobStartSerializer, responses={202: JobSerializer, 409: JobSerializer},
+    @extend_schema(request=JobStartSerializer, responses={202: JobSerializer, 409: JobRefusedSerializer},
                    summary="Start a long action: its job row, worked in the background")
     def create(self, request):
         body = JobStartSerializer(data=request.data)
@@ -89,7 +89,7 @@ class JobViewSet(mixins.CreateModelMixin, ReadOnlyScopedViewSet):
                                   request=self.request._request)
         return start_preprovision(pool=row(Pool, data["pool"]), group=row(Group, data["group"]), actor=user)
 
-    @extend_schema(request=None, responses={200: JobSerializer, 409: JobSerializer},
+    @extend_schema(request=None, responses={200: JobSerializer, 409: JobRefusedSerializer},
                    summary="Cancel: a queued job at once, a running one at its next step (where its kind allows)")
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
