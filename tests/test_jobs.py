@@ -281,3 +281,17 @@ def test_view_only_staff_see_jobs_but_cannot_cancel_them(client, version, django
     nobody = django_user_model.objects.create_user("nobody", password="nobody-pass-1", is_staff=True)
     client.force_login(nobody)
     assert client.get(reverse("admin:broker_job_progress") + f"?ids={job.pk}").status_code == 403
+
+
+def test_a_job_whose_worker_died_no_longer_blocks_a_new_run(version):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = start_checksum(version=version)
+    Job.objects.filter(pk=lost.pk).update(state=Job.State.RUNNING,
+                                          updated_at=timezone.now() - jobs.STALE_AFTER - timedelta(seconds=1))
+    again = start_checksum(version=version)
+    lost.refresh_from_db()
+    assert lost.state == Job.State.FAILED and "its worker stopped" in lost.error
+    assert again.state == Job.State.QUEUED

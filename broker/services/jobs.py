@@ -13,9 +13,11 @@ Who may start or cancel a job of each kind is the permission the admin's own act
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import import_module
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..enqueue import enqueue_after_commit
@@ -24,6 +26,9 @@ from ..models import Job
 log = logging.getLogger(__name__)
 K, State = Job.Kind, Job.State
 PROGRESS_WRITE_INTERVAL_S = 0.25
+# A job that has not moved for this long lost its worker (killed mid-run, its task lost with a
+# Redis restart): it no longer blocks a new run on the same target.
+STALE_AFTER = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ def start_job(*, kind: str, target_key: str, target_label: str, started_by=None,
     the same target (JobRefused names it)."""
     if kind not in KINDS:
         raise JobRefused(f"No such kind of job: {kind}.")
+    expire_stale_jobs(kind=kind, target_key=target_key)
     try:
         with transaction.atomic():
             job = Job.objects.create(kind=kind, target_key=target_key, target_label=target_label[:200],
@@ -87,6 +93,19 @@ def start_job(*, kind: str, target_key: str, target_label: str, started_by=None,
         running = Job.objects.filter(kind=kind, target_key=target_key, state__in=Job.ACTIVE_STATES).first()
         raise JobRefused(f"{running or 'A job of this kind'} is already under way; wait for it or cancel it.")
     return job
+
+
+def expire_stale_jobs(*, kind: str | None = None, target_key: str | None = None) -> int:
+    """Fail the active jobs that have not moved for STALE_AFTER (of one target, or all)."""
+    now = timezone.now()
+    cut = now - STALE_AFTER
+    stale = Job.objects.filter(state__in=Job.ACTIVE_STATES).filter(
+        Q(updated_at__lt=cut) | Q(updated_at__isnull=True, created_at__lt=cut))
+    if kind is not None:
+        stale = stale.filter(kind=kind, target_key=target_key)
+    return stale.update(state=State.FAILED, finished_at=now, updated_at=now, message="interrupted",
+                        error=f"no progress for {int(STALE_AFTER.total_seconds() // 60)} min: its worker stopped "
+                              "or its task was lost; start it again")
 
 
 def request_cancel(*, job: Job, actor=None) -> Job:
