@@ -63,7 +63,7 @@ def why_not_ready(desktop: Desktop, *, now: datetime | None = None) -> NotReady 
     if state == S.QUEUED and pool.is_farm and desktop.host_id is None:
         return _waiting_for_session_host(desktop)
     if desktop.host_id is not None and state in (S.QUEUED, S.CLONING, S.STARTING, S.RECOMPOSING):
-        verdict = selectors.host_verdict(host=desktop.host, pool=pool)
+        verdict = selectors.host_verdict(host=desktop.host, pool=pool, with_load=False)
         if verdict.code in ("offline", "disabled", "fenced"):
             return NotReady("host_unavailable", "The server your desktop is on is not answering; the broker "
                             "keeps trying.", details=[f"{desktop.host.name}: {verdict.refusal}"])

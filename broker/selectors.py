@@ -104,9 +104,10 @@ def placement_verdicts(*, pool, among=None) -> list[HostVerdict]:
     return [_verdict(host, pool, loads.get(host.pk, (0, 0))) for host in hosts]
 
 
-def host_verdict(*, host: Host, pool) -> HostVerdict:
-    """The verdict on one host (the one a desktop was placed on)."""
-    load = host_loads(hosts=[host]).get(host.pk, (0, 0)) if host.accepts_new_desktops else (0, 0)
+def host_verdict(*, host: Host, pool, with_load: bool = True) -> HostVerdict:
+    """The verdict on one host (the one a desktop was placed on); without `with_load`, only
+    whether it is usable at all (enabled, online, not draining): no query."""
+    load = host_loads(hosts=[host]).get(host.pk, (0, 0)) if with_load and host.accepts_new_desktops else (0, 0)
     return _verdict(host, pool, load)
 
 
