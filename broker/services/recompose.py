@@ -55,9 +55,11 @@ def recompose_job(job, progress):
     if pool is None or pool.is_farm:
         return failed(None, "the pool is gone, or is a farm (nothing to recompose)")
     version = pool.image.current_version()
+    if version is None:
+        return failed(None, f"the golden image {pool.image} has no published version to recompose onto")
     if "desktop_ids" not in job.params:
         remember(job, desktop_ids=list(stale_desktops(pool=pool).order_by("pk").values_list("pk", flat=True)),
-                 requested=[], version_id=version.pk if version else None)
+                 requested=[], version_id=version.pk)
     ids, requested = job.params["desktop_ids"], set(job.params["requested"])
     states = dict(Desktop.objects.filter(pk__in=ids).values_list("pk", "state"))
     rebuilding = [pk for pk in requested if states.get(pk) == S.RECOMPOSING]
