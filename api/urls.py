@@ -6,6 +6,7 @@ from .views.desktops import ConsoleSessionViewSet, DesktopViewSet
 from .views.entitlements import EntitlementViewSet
 from .views.events import BrokerEventViewSet, DesktopEventViewSet, LiveMigrationViewSet
 from .views.hosts import HostViewSet
+from .views.jobs import JobViewSet
 from .views.pools import GoldenImageVersionViewSet, GoldenImageViewSet, PoolViewSet
 
 router = DefaultRouter()
@@ -19,6 +20,7 @@ router.register("entitlements", EntitlementViewSet, basename="entitlement")
 router.register("desktop-events", DesktopEventViewSet, basename="desktop-event")
 router.register("broker-events", BrokerEventViewSet, basename="broker-event")
 router.register("live-migrations", LiveMigrationViewSet, basename="live-migration")
+router.register("jobs", JobViewSet, basename="job")
 
 app_name = "api"
 urlpatterns = [

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q, Sum
+from django.utils.html import format_html
 
 from .models import (
     BrokerEvent,
@@ -70,14 +71,17 @@ class HostAdmin(admin.ModelAdmin):
     @admin.action(description="Drain and move running desktops away (live migration to hosts of the same "
                               "storage group)", permissions=["change"])
     def drain_and_move(self, request, queryset):
-        from .services.live_migration import drain_host
+        from .admin_jobs import job_link
+        from .services.jobs import JobRefused
+        from .services.live_migration import start_drain
 
         for host in queryset:
-            drained = drain_host(host=host, actor=request.user, migrate=True)
-            self.message_user(request, f"{host.name}: in maintenance; {len(drained['moving'])} running desktop(s) "
-                                       "moving away (see Live migrations for their progress).")
-            for reason in drained["staying"][:10]:
-                self.message_user(request, f"{reason} It runs on until its user logs off.", messages.WARNING)
+            try:
+                job = start_drain(host=host, actor=request.user, migrate=True)
+            except JobRefused as refused:
+                self.message_user(request, str(refused), messages.WARNING)
+                continue
+            self.message_user(request, format_html("{}: draining — follow {}", host.name, job_link(job)))
 
     @admin.action(description="Drain: put in maintenance (no new desktops; running ones stay)",
                   permissions=["change"])
@@ -144,6 +148,24 @@ class HostAdmin(admin.ModelAdmin):
             return f"{obj.memory_available_mib / 1024:.1f} GiB free" if obj.memory_available_mib else "-"
         return _commitment((obj._memory or 0) / 1024, obj.memory_mib and obj.memory_mib / 1024,
                            obj.memory_overcommit, unit=" GiB")
+
+
+def render_reasons(reasons, *, none: str):
+    """Reasons (broker/readiness.py) for the admin: the summary, each host's refusal, the last
+    error, the guest's serial log."""
+    from django.utils.html import format_html, format_html_join
+
+    if not reasons:
+        return none
+    parts = []
+    for reason in reasons:
+        details = format_html_join("", "<li>{}</li>", ((line,) for line in reason.details))
+        error = format_html("<br>Last error: <code>{}</code>", reason.last_error) if reason.last_error else ""
+        log = (format_html('<br>Serial log (last lines):<pre class="vdi-serial-log">{}</pre>',
+                           "\n".join(reason.serial_log)) if reason.serial_log else "")
+        parts.append(format_html('<div class="vdi-why" data-why="{}"><strong>{}</strong>{}{}{}</div>', reason.code,
+                                 reason.summary, format_html("<ul>{}</ul>", details) if details else "", error, log))
+    return format_html_join("", "{}", ((part,) for part in parts))
 
 
 def _commitment(placed: float, physical: float | None, ratio: float, *, unit: str) -> str:
@@ -216,10 +238,11 @@ class GoldenImageVersionAdmin(admin.ModelAdmin):
         from .services.images import publish_image_version
 
         version = publish_image_version(image=obj.image, path=obj.path, host=form.cleaned_data["check_on_host"],
-                                        notes=obj.notes, checked=form.checked)
+                                        notes=obj.notes, checked=form.checked, actor=request.user)
         obj.pk = version.pk
         self.message_user(request, f"Published {version}. Floating pools replace their spares now; dedicated "
-                                   "pools move over when you recompose them.")
+                                   "pools move over when you recompose them. Its checksum is computed by a job "
+                                   "(see Jobs).")
 
 
 @admin.register(GoldenImage)
@@ -305,7 +328,7 @@ class PoolAdmin(admin.ModelAdmin):
     list_select_related = ["image"]
     list_filter = ["kind", "protocol", "is_enabled"]
     search_fields = ["name", "display_name"]
-    readonly_fields = ["overview", "capacity_schedule", "consecutive_failures", "backoff_until",
+    readonly_fields = ["overview", "why_short", "capacity_schedule", "consecutive_failures", "backoff_until",
                        "last_reconciled_at"]
     inlines = [EntitlementInline, PoolScheduleRuleInline, PublishedAppInline]
     actions = ["reconcile_now", "recompose_now"]
@@ -336,7 +359,7 @@ class PoolAdmin(admin.ModelAdmin):
                                                       "data disk is copied to the backup storage, and how many copies "
                                                       "are kept."}),
         ("Sessions", {"fields": ["disconnect_timeout_minutes", "revoked_desktop_grace_hours"]}),
-        ("Health", {"fields": ["consecutive_failures", "backoff_until", "last_reconciled_at"]}),
+        ("Health", {"fields": ["why_short", "consecutive_failures", "backoff_until", "last_reconciled_at"]}),
     ]
 
     def get_queryset(self, request):
@@ -403,6 +426,12 @@ class PoolAdmin(admin.ModelAdmin):
             return f"backing off until {obj.backoff_until:%H:%M} ({obj.consecutive_failures} failures)"
         return "ok" if not obj.consecutive_failures else f"{obj.consecutive_failures} recent failures"
 
+    @admin.display(description="Why isn't it ready?")
+    def why_short(self, obj):
+        from .readiness import why_pool_short
+
+        return render_reasons(why_pool_short(obj) if obj.pk else [], none="Nothing: the pool is at its target.")
+
     @admin.display(description="Overview")
     def overview(self, obj):
         from django.utils.html import format_html_join
@@ -424,11 +453,18 @@ class PoolAdmin(admin.ModelAdmin):
     @admin.action(description="Recompose now: rebuild every desktop on the current image (user data kept)",
                   permissions=["change"])
     def recompose_now(self, request, queryset):
-        from .services.recompose import recompose_pool
+        from .admin_jobs import job_link
+        from .services.jobs import JobRefused
+        from .services.recompose import start_recompose
 
-        for pool in queryset:
-            count = recompose_pool(pool=pool, actor=request.user)
-            self.message_user(request, f"{pool}: {count} desktop(s) are being recomposed; follow their state.")
+        for pool in queryset.exclude(kind=Pool.Kind.FARM):
+            try:
+                job = start_recompose(pool=pool, actor=request.user)
+            except JobRefused as refused:
+                self.message_user(request, str(refused), messages.WARNING)
+                continue
+            self.message_user(request, format_html("{}: recomposing a few desktops at a time — follow {}", pool,
+                                                   job_link(job)))
 
 
 @admin.register(Entitlement)
@@ -494,13 +530,21 @@ class DesktopAdmin(admin.ModelAdmin):
     list_select_related = ["pool", "user", "application__pool", "host", "image_version__image"]
     list_filter = ["state", "pool", "host", ("application", PublishedAppFilter)]
     search_fields = ["name", "user__username"]
-    readonly_fields = ["name", "uuid", "state", "state_changed_at", "last_error", "vnc_port", "spice_port",
-                       "host", "image_version", "pool", "mac_address", "created_at"]
-    fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "last_error",
+    readonly_fields = ["name", "uuid", "state", "state_changed_at", "why_not_ready", "last_error", "vnc_port",
+                       "spice_port", "host", "image_version", "pool", "mac_address", "created_at"]
+    fields = ["name", "pool", "user", "host", "image_version", "state", "state_changed_at", "why_not_ready",
+              "last_error",
               "vnc_port", "spice_port", "mac_address", "uuid", "created_at"]
     inlines = [DataDiskBackupInline, DesktopEventInline]
     actions = ["delete_desktops_on_host", "reset_desktops", "log_off_sessions", "send_message", "move_to_another_host",
                "back_up_now"]
+
+    @admin.display(description="Why isn't it ready?")
+    def why_not_ready(self, obj):
+        from .readiness import why_not_ready
+
+        reason = why_not_ready(obj) if obj.pk else None
+        return render_reasons([reason] if reason else [], none="It is ready (running).")
 
     def get_inlines(self, request, obj):
         if obj is not None and not obj.data_volume_name:
@@ -577,15 +621,17 @@ class DesktopAdmin(admin.ModelAdmin):
     def send_message(self, request, queryset):
         from django.template.response import TemplateResponse
 
-        from .console import control
+        from .services.console_messages import MessageRefused, send_console_message
 
         text = (request.POST.get("message") or "").strip()
         if "apply" in request.POST and text:
             desktops = list(queryset.exclude(state=DesktopState.DELETED))
-            for desktop in desktops:
-                control.show_notice(group=control.desktop_group(desktop.pk),
-                                    text=f"Message from {request.user.get_username()}: {text}")
-                desktop.note(f"message sent to the console: {text[:200]}", actor=request.user)
+            try:
+                for desktop in desktops:
+                    send_console_message(desktop=desktop, text=text, actor=request.user)
+            except MessageRefused as refused:
+                self.message_user(request, str(refused), messages.ERROR)
+                return None
             self.message_user(request, f"Message sent to the consoles of {len(desktops)} desktop(s).")
             return None
         return TemplateResponse(request, "admin/broker/desktop/send_message.html", {
@@ -777,3 +823,6 @@ class LiveMigrationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+from . import admin_jobs  # noqa: E402,F401  (long actions: broker/admin_jobs.py)

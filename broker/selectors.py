@@ -1,5 +1,7 @@
 """Reads: who may launch what, which desktop a user has, where a new desktop goes."""
 
+from dataclasses import dataclass
+
 from django.db.models import Q, Sum
 
 from .capacity import pool_capacity  # noqa: F401  (a pool's spares and power now, and their next change)
@@ -76,33 +78,76 @@ def host_loads(*, hosts) -> dict[int, tuple[int, int]]:
     return {host_id: (vcpus or 0, memory or 0) for host_id, vcpus, memory in rows}
 
 
-def pick_host(*, pool, among=None) -> Host | None:
-    """The host with the most free memory (after overcommit) that can take one more desktop
-    of `pool`; the pool's pinned host if it has one. None when no host has room. `among`
-    narrows the choice (a queryset of hosts: a migration's possible destinations)."""
-    hosts = Host.objects.filter(kind=Host.Kind.HYPERVISOR, is_enabled=True, is_online=True, in_maintenance=False)
+@dataclass(frozen=True)
+class HostVerdict:
+    """One host's answer to "may a desktop of this pool go here?": `refusal` is None when it may
+    (then `score` ranks it: higher is freer), else the reason in plain words; `code` names the
+    cause for programs (disabled, fenced, offline, maintenance, full_cpu, full_memory)."""
+
+    host: Host
+    refusal: str | None = None
+    code: str = "ok"
+    score: tuple = ()
+
+
+def placement_verdicts(*, pool, among=None) -> list[HostVerdict]:
+    """Every hypervisor that could take a desktop of `pool` (its pinned host only, if it has
+    one), each with its verdict. The one decision placement takes (`pick_host`) and the one the
+    "why isn't it ready" pages show: they cannot disagree."""
+    hosts = Host.objects.filter(kind=Host.Kind.HYPERVISOR)
     if among is not None:
         hosts = hosts.filter(pk__in=among.values("pk"))
     if pool.host_id:
         hosts = hosts.filter(pk=pool.host_id)
     hosts = list(hosts.order_by("name"))
-    loads = host_loads(hosts=hosts)
-    best, best_free = None, None
-    for host in hosts:
-        used_vcpus, used_memory = loads.get(host.pk, (0, 0))
-        if host.cpus is None or host.memory_mib is None:
-            free = float("inf")  # not measured yet: the host check fills these in
-        else:
-            free_vcpus = host.cpus * host.vcpu_overcommit - used_vcpus
-            free_memory = host.memory_mib * host.memory_overcommit - used_memory
-            if free_vcpus < pool.vcpus or free_memory < pool.memory_mib:
-                continue
-            free = free_memory / (host.memory_mib * host.memory_overcommit)
-        # Among equally free hosts (not measured yet), the one with less already placed on it.
-        score = (free, -used_memory)
-        if best is None or score > best_free:
-            best, best_free = host, score
-    return best
+    loads = host_loads(hosts=[host for host in hosts if host.accepts_new_desktops])
+    return [_verdict(host, pool, loads.get(host.pk, (0, 0))) for host in hosts]
+
+
+def host_verdict(*, host: Host, pool, with_load: bool = True) -> HostVerdict:
+    """The verdict on one host (the one a desktop was placed on); without `with_load`, only
+    whether it is usable at all (enabled, online, not draining): no query."""
+    load = host_loads(hosts=[host]).get(host.pk, (0, 0)) if with_load and host.accepts_new_desktops else (0, 0)
+    return _verdict(host, pool, load)
+
+
+def _verdict(host: Host, pool, load: tuple[int, int]) -> HostVerdict:
+    if not host.is_enabled:
+        if host.fenced_at is not None:
+            return HostVerdict(host, "fenced after it stopped answering; an admin must return it to service",
+                               "fenced")
+        return HostVerdict(host, "disabled by an admin", "disabled")
+    if not host.is_online:
+        error = f" ({host.last_error[:200]})" if host.last_error else ""
+        return HostVerdict(host, f"offline: its libvirt does not answer{error}", "offline")
+    if host.in_maintenance:
+        return HostVerdict(host, "draining (in maintenance): it takes no new desktops", "maintenance")
+    used_vcpus, used_memory = load
+    if host.cpus is None or host.memory_mib is None:
+        free = float("inf")  # not measured yet: the host check fills these in
+    else:
+        allowed_vcpus = host.cpus * host.vcpu_overcommit
+        allowed_memory = host.memory_mib * host.memory_overcommit
+        if allowed_memory - used_memory < pool.memory_mib:
+            return HostVerdict(host, f"full: memory ({used_memory} of {allowed_memory:.0f} MiB placed, "
+                                     f"a desktop needs {pool.memory_mib} MiB)", "full_memory")
+        if allowed_vcpus - used_vcpus < pool.vcpus:
+            return HostVerdict(host, f"full: vCPUs ({used_vcpus} of {allowed_vcpus:g} placed, a desktop needs "
+                                     f"{pool.vcpus})", "full_cpu")
+        free = (allowed_memory - used_memory) / allowed_memory
+    # Among equally free hosts (not measured yet), the one with less already placed on it.
+    return HostVerdict(host, score=(free, -used_memory))
+
+
+def pick_host(*, pool, among=None) -> Host | None:
+    """The host with the most free memory (after overcommit) that can take one more desktop
+    of `pool`; the pool's pinned host if it has one. None when no host has room. `among`
+    narrows the choice (a queryset of hosts: a migration's possible destinations)."""
+    best = None
+    for verdict in placement_verdicts(pool=pool, among=among):
+        if verdict.refusal is None and (best is None or verdict.score > best.score):
+            best = verdict
+    return best.host if best else None
 
 
 def in_flight_on(*, host) -> int:

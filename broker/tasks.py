@@ -109,6 +109,9 @@ def reconcile_everything_task():
         reconcile_pool_task.delay(pool_id)
     enforce_disconnect_timeouts_task.delay()
     fence_dead_hosts_task.delay()  # central: a dead host's own agent cannot do it
+    from .services.jobs import expire_stale_jobs
+
+    expire_stale_jobs()  # a job whose worker died shows as failed, not running for ever
 
 
 @shared_task

@@ -235,7 +235,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_EXPIRES = 300
-CELERY_IMPORTS = ["broker.session_tasks"]
+CELERY_IMPORTS = ["broker.session_tasks", "broker.job_tasks"]
 # Periodic jobs; run one `celery beat` per site (`make run` embeds it in its worker).
 CELERY_BEAT_SCHEDULE = {
     "reconcile-everything": {
@@ -300,6 +300,11 @@ VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
 # A desktop still queued (no worker took its task) this long after its last try is sent its
 # task again by the periodic pass: a task lost with a Redis restart must not hold a launch.
 VDI_QUEUED_RETRY_SECONDS = float(os.environ.get("VDI_QUEUED_RETRY_SECONDS", "120"))
+# "Why isn't it ready?": a desktop starting longer than this is shown as a guest that did not answer
+# (with the last lines of its serial log, to the admin).
+VDI_GUEST_ANSWER_SECONDS = float(os.environ.get("VDI_GUEST_ANSWER_SECONDS", "120"))
+# Long actions (broker/services/jobs.py): a rolling recompose rebuilds at most this many desktops at once.
+VDI_RECOMPOSE_BATCH = int(os.environ.get("VDI_RECOMPOSE_BATCH", "4"))
 
 # How often an open console re-checks its user's login and entitlement (a backstop for a lost
 # "close" message).

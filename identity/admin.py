@@ -3,12 +3,16 @@ from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+
+from broker.admin_jobs import job_link
+from broker.services.jobs import JobRefused
 
 from . import selectors
 from .forms import AdminLoginForm
 from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout
 from .services import audit, sync, throttling
-from .services.preprovision import PreprovisionRefused, dedicated_pools_of, preprovision_pool_for_group
+from .services.preprovision import PreprovisionRefused, dedicated_pools_of, start_preprovision
 
 # The admin's login page is throttled like the portal's (the backends do it) and says why.
 admin.site.login_form = AdminLoginForm
@@ -85,9 +89,13 @@ class DirectorySyncRunAdmin(ReadOnlyAdmin):
             messages.error(request, "You may not run the directory sync.")
         else:
             allow = request.POST.get("allow_mass_removal") == "1"
-            run = sync.request_sync(requested_by=request.user, allow_mass_removal=allow, request=request)
-            messages.info(request, f"Directory sync #{run.pk} queued; this page shows its result once a worker "
-                                   "has run it.")
+            try:
+                job = sync.start_sync_job(requested_by=request.user, allow_mass_removal=allow, request=request)
+            except JobRefused as refused:
+                messages.warning(request, str(refused))
+            else:
+                messages.info(request, format_html("Directory sync started — follow {}; this page shows its run "
+                                                   "once it has finished.", job_link(job)))
         return HttpResponseRedirect(reverse("admin:identity_directorysyncrun_changelist"))
 
 
@@ -176,17 +184,12 @@ class DirectoryGroupAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{directory_group}: not entitled to any dedicated pool.", messages.WARNING)
             for pool in pools:
                 try:
-                    result = preprovision_pool_for_group(pool=pool, group=directory_group.group,
-                                                         actor=request.user, request=request)
-                except PreprovisionRefused as refused:
+                    job = start_preprovision(pool=pool, group=directory_group.group, actor=request.user)
+                except (PreprovisionRefused, JobRefused) as refused:
                     self.message_user(request, str(refused), messages.ERROR)
                     continue
-                level = messages.WARNING if result.refused else messages.SUCCESS
-                text = (f"{directory_group} → {pool}: {result.requested} desktop(s) requested, "
-                        f"{result.already_had_one} member(s) already had one.")
-                if result.refused:
-                    text += f" Refused: {'; '.join(result.refused[:5])}"
-                self.message_user(request, text, level)
+                self.message_user(request, format_html("{} → {}: pre-provisioning — follow {}", directory_group,
+                                                       pool, job_link(job)))
 
 
 @admin.register(DirectoryAccount)

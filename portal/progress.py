@@ -1,6 +1,7 @@
 """What the launch page shows: the steps of getting a desktop ready, and where it stands."""
 
 from broker import selectors
+from broker.readiness import why_not_ready
 from broker.models import Desktop, DesktopState
 
 S = DesktopState
@@ -63,4 +64,12 @@ def desktop_progress(desktop: Desktop) -> dict:
         "steps": steps,
         "since": desktop.state_changed_at.isoformat(),
         "place_in_queue": selectors.place_in_queue(desktop=desktop),
+        "why": _why(desktop),
     }
+
+
+def _why(desktop: Desktop) -> dict | None:
+    """Why it is not ready yet, in the employee's words: never host names, errors or the
+    guest's serial log (the admin sees those)."""
+    reason = why_not_ready(desktop)
+    return reason.for_employee() if reason else None

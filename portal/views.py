@@ -10,6 +10,7 @@ from broker import selectors
 from broker.console.origin import origin_of_request
 from broker.models import DataDiskBackup, Desktop, DesktopState, PublishedApp
 from broker.models.desktops import LIVE_STATES
+from broker.readiness import why_not_ready
 from broker.services.assignment import launch_desktop
 from broker.services.desktop_sessions import end_desktop_session
 from broker.services.errors import LaunchRefused
@@ -34,6 +35,10 @@ def home(request):
         if pool.is_farm:
             rows += [{"pool": pool, "application": app, "desktop": desktops.get((pool.pk, app.pk))}
                      for app in pool.applications.all() if app.is_enabled]
+    for row in rows:
+        # Why a desktop is not ready, in the employee's words (no host names, no errors).
+        reason = why_not_ready(row["desktop"]) if row["desktop"] is not None else None
+        row["why"] = reason.for_employee() if reason else None
     return render(request, "portal/home.html", {"rows": rows})
 
 

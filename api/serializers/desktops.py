@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from broker.models import ConsoleSession, Desktop
@@ -16,6 +17,33 @@ class DesktopSerializer(serializers.ModelSerializer):
                   "image_version", "image_version_number", "application", "state", "state_changed_at",
                   "last_error", "assigned_at", "delete_after", "created_at"]
         read_only_fields = fields
+
+
+class NotReadyReasonSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="The cause: no_host_capacity, pool_backing_off, guest_not_answering, "
+                                           "queued_behind_others, host_unavailable, failed, …")
+    summary = serializers.CharField(help_text="The cause in plain words (what the employee sees).")
+    details = serializers.ListField(child=serializers.CharField(), help_text="Each host's refusal, and the like.")
+    last_error = serializers.CharField()
+    retry_at = serializers.DateTimeField(allow_null=True)
+    serial_log = serializers.ListField(child=serializers.CharField(),
+                                       help_text="The last lines the guest printed on its serial console.")
+
+
+class DesktopDetailSerializer(DesktopSerializer):
+    not_ready_reason = serializers.SerializerMethodField(
+        help_text="Why the desktop is not ready (null when it runs): broker/readiness.py.")
+
+    class Meta(DesktopSerializer.Meta):
+        fields = [*DesktopSerializer.Meta.fields, "not_ready_reason"]
+        read_only_fields = fields
+
+    @extend_schema_field(NotReadyReasonSerializer(allow_null=True))
+    def get_not_ready_reason(self, desktop):
+        from broker.readiness import why_not_ready
+
+        reason = why_not_ready(desktop)
+        return reason.for_admin() if reason else None
 
 
 class ConsoleSessionSerializer(serializers.ModelSerializer):

@@ -1,6 +1,9 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from broker.models import GoldenImage, GoldenImageVersion, Pool
+
+from .desktops import NotReadyReasonSerializer
 
 
 class PoolSerializer(serializers.ModelSerializer):
@@ -15,6 +18,21 @@ class PoolSerializer(serializers.ModelSerializer):
                   "disconnect_timeout_minutes", "recompose_after", "is_enabled", "consecutive_failures",
                   "backoff_until", "last_reconciled_at", "created_at", "live_desktops", "desktops_in_use"]
         read_only_fields = fields
+
+
+class PoolDetailSerializer(PoolSerializer):
+    not_ready_reasons = serializers.SerializerMethodField(
+        help_text="What keeps the pool from its target (spares ready, sessions placed); empty when nothing.")
+
+    class Meta(PoolSerializer.Meta):
+        fields = [*PoolSerializer.Meta.fields, "not_ready_reasons"]
+        read_only_fields = fields
+
+    @extend_schema_field(NotReadyReasonSerializer(many=True))
+    def get_not_ready_reasons(self, pool):
+        from broker.readiness import why_pool_short
+
+        return [reason.for_admin() for reason in why_pool_short(pool)]
 
 
 class GoldenImageSerializer(serializers.ModelSerializer):

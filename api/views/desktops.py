@@ -12,9 +12,11 @@ from ..filters import ConsoleSessionFilter, DesktopFilter
 from ..serializers.desktops import (
     ActionResultSerializer,
     ConsoleSessionSerializer,
+    DesktopDetailSerializer,
     DesktopSerializer,
     MoveRequestSerializer,
 )
+from ..serializers.jobs import MessageRequestSerializer
 from ..serializers.events import LiveMigrationSerializer
 from .base import ReadOnlyScopedViewSet
 
@@ -31,6 +33,10 @@ class DesktopViewSet(ReadOnlyScopedViewSet):
     serializer_class = DesktopSerializer
     filterset_class = DesktopFilter
     ordering_fields = ["created_at", "name", "state", "state_changed_at"]
+
+    def get_serializer_class(self):
+        # The reason it is not ready costs a few queries: on the detail only, not per list row.
+        return DesktopDetailSerializer if self.action == "retrieve" else DesktopSerializer
 
     @extend_schema(request=MoveRequestSerializer, responses={202: LiveMigrationSerializer, 409: ActionResultSerializer},
                    summary="Move the running desktop to another host by live migration")
@@ -61,6 +67,22 @@ class DesktopViewSet(ReadOnlyScopedViewSet):
         end_desktop_session(desktop=desktop, actor=request.user,
                             reason=f"ended by {request.user.get_username()} through the API")
         return _result(desktop, "session ended; its consoles were closed")
+
+    @extend_schema(request=MessageRequestSerializer, responses={200: ActionResultSerializer,
+                                                                409: ActionResultSerializer},
+                   summary="Send a message to the desktop's user, shown in their open console")
+    @action(detail=True, methods=["post"])
+    def message(self, request, pk=None):
+        from broker.services.console_messages import MessageRefused, send_console_message
+
+        desktop = self.get_object()
+        body = MessageRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            send_console_message(desktop=desktop, text=body.validated_data["text"], actor=request.user)
+        except MessageRefused as refused:
+            return _result(desktop, str(refused), status.HTTP_409_CONFLICT)
+        return _result(desktop, "message shown in the desktop's open consoles")
 
     @extend_schema(request=None, responses={202: ActionResultSerializer, 409: ActionResultSerializer},
                    summary="Delete the desktop: power off, remove its domain and disks (the row stays as history)")

@@ -1,5 +1,6 @@
 from django.db.models import Count, Q, Sum
 from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -11,6 +12,7 @@ from broker.services.live_migration import drain_host
 
 from ..filters import HostFilter
 from ..serializers.hosts import DrainRequestSerializer, DrainResultSerializer, HostSerializer
+from ..serializers.jobs import FenceResultSerializer, HostCheckResultSerializer
 from .base import ReadOnlyScopedViewSet
 
 placed = Q(desktops__state__in=PLACED_STATES)
@@ -53,3 +55,32 @@ class HostViewSet(ReadOnlyScopedViewSet):
         host = self.get_object()
         changed = set_host_maintenance(host=host, in_maintenance=False, actor=request.user)
         return self._result(host, changed=changed)
+
+    @extend_schema(request=None, responses=HostCheckResultSerializer,
+                   summary="Check now: is the host answering, how big is it (session hosts: its agent is asked)")
+    @action(detail=True, methods=["post"])
+    def check(self, request, pk=None):
+        from broker.services.hosts import check_host
+
+        host = check_host(host_id=self.get_object().pk)
+        return Response(HostCheckResultSerializer({"host": host.pk, "is_online": host.is_online, "cpus": host.cpus,
+                                                   "memory_mib": host.memory_mib,
+                                                   "last_error": host.last_error}).data)
+
+    @extend_schema(request=None, responses={200: FenceResultSerializer, 409: FenceResultSerializer},
+                   summary="The host is off (fenced by hand): restart its dedicated desktops on other hosts")
+    @action(detail=True, methods=["post"])
+    def fence(self, request, pk=None):
+        from broker.services.high_availability import declare_fenced
+
+        host = self.get_object()
+        if host.is_online:
+            return Response(FenceResultSerializer({"host": host.pk, "done": f"{host.name} answers: it is not dead. "
+                                                   "Drain it instead.", "restarted": [], "waiting": []}).data,
+                            status=status.HTTP_409_CONFLICT)
+        done = declare_fenced(host=host, how=f"{request.user.get_username()} confirmed it is powered off (API)",
+                              actor=request.user)
+        return Response(FenceResultSerializer({
+            "host": host.pk, "restarted": done["restarted"], "waiting": done["waiting"],
+            "done": f"{len(done['restarted'])} restarting elsewhere, {len(done['rehomed'])} moved while off, "
+                    f"{len(done['written_off'])} written off, {len(done['waiting'])} waiting"}).data)

@@ -11,9 +11,11 @@ from ..filters import GoldenImageVersionFilter, PoolFilter
 from ..serializers.pools import (
     GoldenImageSerializer,
     GoldenImageVersionSerializer,
+    PoolDetailSerializer,
     PoolSerializer,
     RecomposeResultSerializer,
 )
+from ..serializers.jobs import ReconcileResultSerializer
 from .base import ReadOnlyScopedViewSet
 
 
@@ -27,6 +29,9 @@ class PoolViewSet(ReadOnlyScopedViewSet):
     filterset_class = PoolFilter
     ordering_fields = ["name", "display_name", "created_at"]
 
+    def get_serializer_class(self):
+        return PoolDetailSerializer if self.action == "retrieve" else PoolSerializer
+
     @extend_schema(request=None, responses=RecomposeResultSerializer,
                    summary="Rebuild every desktop of the pool on the current image version (user data kept)")
     @action(detail=True, methods=["post"])
@@ -34,6 +39,15 @@ class PoolViewSet(ReadOnlyScopedViewSet):
         pool = self.get_object()
         count = recompose_pool(pool=pool, actor=request.user)
         return Response(RecomposeResultSerializer({"pool": pool.pk, "recomposing": count}).data)
+
+    @extend_schema(request=None, responses=ReconcileResultSerializer,
+                   summary="Reconcile now: top up spares, roll over old ones, place waiting sessions")
+    @action(detail=True, methods=["post"])
+    def reconcile(self, request, pk=None):
+        from broker.services.pools import reconcile_pool
+
+        pool = self.get_object()
+        return Response(ReconcileResultSerializer({"pool": pool.pk, "done": reconcile_pool(pool_id=pool.pk)}).data)
 
 
 class GoldenImageViewSet(ReadOnlyScopedViewSet):

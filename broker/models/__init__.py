@@ -5,6 +5,7 @@ from .events import BrokerEvent, DesktopEvent
 from .farms import PublishedApp
 from .hosts import Host
 from .images import GoldenImage, GoldenImageVersion
+from .jobs import Job
 from .live_migrations import LiveMigration
 from .networks import PoolNetwork
 from .pools import Pool
@@ -25,6 +26,7 @@ __all__ = [
     "GoldenImageVersion",
     "Host",
     "IllegalTransition",
+    "Job",
     "LiveMigration",
     "Pool",
     "PoolNetwork",

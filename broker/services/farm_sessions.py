@@ -75,8 +75,7 @@ def place_waiting_sessions(*, pool_id: int) -> int:
         pool = Pool.objects.select_for_update().filter(pk=pool_id, kind=Pool.Kind.FARM).first()
         if pool is None:
             return 0
-        hosts = list(Host.objects.filter(farm=pool, kind=Host.Kind.SESSION_HOST, is_enabled=True, is_online=True,
-                                         in_maintenance=False).order_by("name"))
+        hosts = [host for host in session_hosts_of(pool) if host.accepts_new_desktops]
         for session in selectors.waiting_sessions(pool=pool).select_related("user", "application"):
             host = _host_for(session, pool, hosts)
             if host is None:
@@ -89,8 +88,32 @@ def place_waiting_sessions(*, pool_id: int) -> int:
     return placed
 
 
+def session_hosts_of(pool: Pool) -> list[Host]:
+    return list(Host.objects.filter(farm=pool, kind=Host.Kind.SESSION_HOST).order_by("name"))
+
+
+def session_host_refusal(host: Host, pool: Pool) -> tuple[str, str] | None:
+    """Why `host` takes no new session of `pool` now, as (code, plain words); None when it has
+    room. Placement asks this for each host; so do the "why isn't it ready" pages."""
+    if not host.is_enabled:
+        return "disabled", "disabled by an admin"
+    if not host.is_online:
+        return "offline", "offline: its agent has not reported"
+    if host.in_maintenance:
+        return "maintenance", "draining (in maintenance): it takes no new sessions"
+    on_host = Desktop.objects.filter(host=host, pool=pool, state__in=PLACED)
+    running = on_host.count()
+    if running >= pool.max_sessions_per_host:
+        return "full_sessions", f"full: {running} of {pool.max_sessions_per_host} sessions"
+    logons = on_host.filter(state=S.STARTING).count()
+    if logons >= pool.max_concurrent_logons_per_host:
+        return "logons_busy", (f"busy: {logons} logons in progress (at most {pool.max_concurrent_logons_per_host} "
+                               "at once)")
+    return None
+
+
 def _host_for(session: Desktop, pool: Pool, hosts: list[Host]) -> Host | None:
-    with_room = [h for h in hosts if _has_room(h, pool)]
+    with_room = [h for h in hosts if session_host_refusal(h, pool) is None]
     if not with_room:
         return None
     # The user's other sessions on this farm are on one host: keep them together.
@@ -100,12 +123,6 @@ def _host_for(session: Desktop, pool: Pool, hosts: list[Host]) -> Host | None:
         if host.pk in mine:
             return host
     return min(with_room, key=lambda h: _load_score(h, pool))
-
-
-def _has_room(host: Host, pool: Pool) -> bool:
-    on_host = Desktop.objects.filter(host=host, pool=pool, state__in=PLACED)
-    return (on_host.count() < pool.max_sessions_per_host
-            and on_host.filter(state=S.STARTING).count() < pool.max_concurrent_logons_per_host)
 
 
 def _load_score(host: Host, pool: Pool) -> float:

@@ -226,3 +226,45 @@ def _finish(migration: LiveMigration, state: str, error: str) -> LiveMigration:
         BrokerEvent.objects.create(kind=BrokerEvent.Kind.HOST, host=migration.source,
                                    message=f"{migration.desktop.name} did not move: {error}"[:2000])
     return migration
+
+
+def start_drain(*, host: Host, actor=None, migrate: bool = True):
+    """A drain as a job: the admin watches the running desktops move away, one bar for all."""
+    from .jobs import start_job
+
+    return start_job(kind="host_drain", target_key=f"host:{host.pk}", target_label=host.name, started_by=actor,
+                     params={"host_id": host.pk, "migrate": migrate})
+
+
+def drain_job(job, progress):
+    """Job runner: the first look drains the host (maintenance, a move asked for each running
+    desktop that can move); each later look counts the moves that ended. Stopping cancels the
+    moves still waiting (those copying finish); the host stays in maintenance."""
+    from .jobs import FollowUp, cancelled, remember, succeeded
+
+    host = Host.objects.filter(pk=job.params["host_id"]).first()
+    if host is None:
+        return cancelled(None, "the host was deleted")
+    if "migration_ids" not in job.params:
+        drained = drain_host(host=host, actor=job.started_by, migrate=job.params.get("migrate", True))
+        ids = list(LiveMigration.objects.filter(source=host, desktop__name__in=drained["moving"],
+                                                state__in=(M.QUEUED, M.RUNNING)).values_list("pk", flat=True))
+        remember(job, migration_ids=ids, staying=drained["staying"])
+    ids = job.params["migration_ids"]
+    if progress.stop_requested():
+        LiveMigration.objects.filter(pk__in=ids, state=M.QUEUED).update(
+            state=M.CANCELLED, error="the drain was stopped by an admin", finished_at=timezone.now())
+    moves = list(LiveMigration.objects.filter(pk__in=ids).select_related("desktop"))
+    ended = [move for move in moves if move.is_finished]
+    progress.step(done=len(ended), total=len(ids), force=True, may_stop=False,
+                  message=f"{host.name} in maintenance; {len(ended)} of {len(ids)} move(s) ended")
+    if len(ended) < len(moves):
+        return FollowUp(seconds=2)
+    result = {"host": host.name, "moved": [m.desktop.name for m in moves if m.state == M.COMPLETED],
+              "failed": [{"desktop": m.desktop.name, "error": m.error[:500]} for m in moves if m.state == M.FAILED],
+              "cancelled": [m.desktop.name for m in moves if m.state == M.CANCELLED],
+              "staying": job.params.get("staying", [])}
+    if progress.stop_requested():
+        return cancelled(result, f"stopped: {len(result['moved'])} moved, {len(result['cancelled'])} not moved")
+    return succeeded(result, f"{len(result['moved'])} moved, {len(result['failed'])} failed, "
+                             f"{len(result['staying'])} wait for their users to log off")

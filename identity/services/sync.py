@@ -75,8 +75,9 @@ def request_sync(*, requested_by, allow_mass_removal: bool = False, request=None
     return run
 
 
-def run_directory_sync(*, run_id: int) -> DirectorySyncRun:
-    """Run a queued sync to the end and record what it did; a duplicate call does nothing."""
+def run_directory_sync(*, run_id: int, progress=None) -> DirectorySyncRun:
+    """Run a queued sync to the end and record what it did; a duplicate call does nothing.
+    `progress` (a job's JobProgress) hears of each phase; a sync is not stopped midway."""
     now = timezone.now()
     DirectorySyncRun.objects.filter(status=Status.RUNNING, started_at__lt=now - STALE_AFTER).update(
         status=Status.FAILED, finished_at=now, errors=["interrupted: its worker stopped before the end"]
@@ -97,9 +98,14 @@ def run_directory_sync(*, run_id: int) -> DirectorySyncRun:
 
     stats = SyncStats()
     try:
+        if progress is not None:
+            progress.step(done=0, total=2, message="reading the directory", force=True, may_stop=False)
         snapshot = read_directory(DirectoryConfig.from_settings())
         if not snapshot.users:
             raise DirectoryError("the directory returned no users for the user search; nothing was changed")
+        if progress is not None:
+            progress.step(done=1, message=f"applying {len(snapshot.users)} users and {len(snapshot.groups)} groups",
+                          force=True, may_stop=False)
         stats = apply_snapshot(snapshot, allow_mass_removal=run.allow_mass_removal)
         status = Status.HELD if stats.removals_held else Status.SUCCEEDED
     except DirectoryError as exc:
@@ -361,3 +367,28 @@ def _apply(plan: _Plan, held: bool, stats: SyncStats) -> None:
             counts["memberships_removed"] += len(plan.remove)
     for name, value in counts.items():
         setattr(stats, name, getattr(stats, name) + value)
+
+
+def start_sync_job(*, requested_by, allow_mass_removal: bool = False, request=None):
+    """An admin's sync as a job (its phases on a progress bar); the run row is made when it starts."""
+    from broker.services.jobs import start_job
+
+    job = start_job(kind="directory_sync", target_key="directory", target_label="the directory",
+                    started_by=requested_by, params={"allow_mass_removal": allow_mass_removal})
+    audit.record_event(kind=AuditEvent.Kind.DIRECTORY_SYNC, request=request, actor=requested_by,
+                       target=f"directory sync job #{job.pk}",
+                       message="requested" + (", applying removals however many" if allow_mass_removal else ""))
+    return job
+
+
+def directory_sync_job(job, progress):
+    """Job runner: a run row, then the sync itself."""
+    from broker.services.jobs import failed, succeeded
+
+    run = queue_sync(trigger=DirectorySyncRun.Trigger.ADMIN, requested_by=job.started_by,
+                     allow_mass_removal=job.params.get("allow_mass_removal", False))
+    run = run_directory_sync(run_id=run.pk, progress=progress)
+    result = {"run": run.pk, "status": run.status, "summary": summary(run), "errors": run.errors[:20]}
+    if run.status in (Status.FAILED, Status.SKIPPED):
+        return failed(result, summary(run))
+    return succeeded(result, summary(run))

@@ -42,6 +42,10 @@ function renderSteps(progress) {
       return item;
     }),
   );
+  const why = el("launch-why");
+  why.textContent = progress.why && progress.why.code !== "failed" ? progress.why.summary : "";
+  why.dataset.why = progress.why ? progress.why.code : "";
+  why.hidden = !why.textContent;
   el("elapsed").textContent = `${progress.state_label} · ${((performance.now() - startedAt) / 1000).toFixed(1)} s`;
 }
 

@@ -2,6 +2,7 @@
 
 from django.urls import reverse
 
+from broker.models import Job
 from identity.models import DirectorySyncRun
 from tests.identity.conftest import run_sync
 
@@ -32,7 +33,9 @@ def test_the_admin_runs_the_sync_now(use_ldap, company, admin_client, django_cap
         app.conf.task_always_eager = False
 
     run = DirectorySyncRun.objects.get()
-    assert b"Directory sync #%d queued" % run.pk in response.content
+    assert b"Directory sync started" in response.content
+    job = Job.objects.get(kind=Job.Kind.DIRECTORY_SYNC)
+    assert (job.state, job.done, job.total, job.result["run"]) == (Job.State.SUCCEEDED, 2, 2, run.pk)
     assert (run.trigger, run.requested_by.username, run.status) == ("admin", "admin", Status.SUCCEEDED)
     assert run.users_created == 5
 
@@ -51,8 +54,8 @@ def test_after_held_removals_the_admin_can_apply_them(use_ldap, company, admin_c
 
     with django_capture_on_commit_callbacks(execute=False) as tasks:
         admin_client.post(reverse("admin:identity_directorysyncrun_run_now"), {"allow_mass_removal": "1"})
-    queued = DirectorySyncRun.objects.get(status=Status.QUEUED)
-    assert queued.allow_mass_removal and len(tasks) == 1
+    queued = Job.objects.get(kind=Job.Kind.DIRECTORY_SYNC, state=Job.State.QUEUED)
+    assert queued.params["allow_mass_removal"] and len(tasks) == 1
 
 
 def test_only_admins_with_the_permission_may_run_it(use_ldap, company, client, django_user_model):
@@ -66,7 +69,7 @@ def test_only_admins_with_the_permission_may_run_it(use_ldap, company, client, d
     client.post(reverse("admin:identity_directorysyncrun_run_now"))
 
     assert "Run the directory sync now" not in page
-    assert not DirectorySyncRun.objects.exists()
+    assert not DirectorySyncRun.objects.exists() and not Job.objects.exists()
 
 
 def test_every_identity_page_of_the_admin_opens(use_ldap, company, admin_client, client):

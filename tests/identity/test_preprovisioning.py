@@ -4,7 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from broker.models import Desktop, DesktopState, Pool
+from broker.models import Desktop, DesktopState, Job, Pool
+from broker.services.jobs import run_job
 from identity.models import AuditEvent, DirectoryGroup
 from identity.services.preprovision import PreprovisionRefused, preprovision_pool_for_group
 from tests.identity.conftest import run_sync
@@ -53,11 +54,17 @@ def test_the_admin_preprovisions_from_the_directory_groups_page(use_ldap, compan
     run_sync()
     finance = DirectoryGroup.objects.get(name="Finance")
 
-    with django_capture_on_commit_callbacks(execute=False):
+    with django_capture_on_commit_callbacks(execute=False) as tasks:
         response = admin_client.post(reverse("admin:identity_directorygroup_changelist"),
                                      {"action": "preprovision_desktops", "_selected_action": [finance.pk]},
                                      follow=True)
 
-    assert b"Finance \xe2\x86\x92 Finance desktop: 2 desktop(s) requested" in response.content
+    # The action starts a job (a row with a progress bar); its task does the work.
+    assert b"Finance \xe2\x86\x92 Finance desktop: pre-provisioning" in response.content
+    job = Job.objects.get(kind=Job.Kind.GROUP_PREPROVISION)
+    assert job.state == Job.State.QUEUED and len(tasks) == 1
+    job = run_job(job_id=job.pk)  # what the task runs
+    assert (job.state, job.done, job.total) == (Job.State.SUCCEEDED, 2, 2)
+    assert job.result == {"requested": 2, "already_had_one": 0, "refused": []}
     assert set(Desktop.objects.values_list("user__username", flat=True)) == {"bob", "carol"}
     assert AuditEvent.objects.filter(kind=AuditEvent.Kind.PREPROVISION, actor__username="admin").exists()
