@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('broker', '0016_data_backups'),
+        ('broker', '0018_consoleticket_request_id'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
