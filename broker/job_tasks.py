@@ -3,8 +3,10 @@ service called. A job that follows other workers comes back here by itself until
 
 from celery import shared_task
 
+from .task_retries import RETRY_WHILE_THE_DATABASE_IS_AWAY
 
-@shared_task
+
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_AWAY)
 def run_job_task(job_id: int):
     from .services.jobs import run_job
 
