@@ -14,6 +14,16 @@ from .services.preprovision import PreprovisionRefused, dedicated_pools_of, prep
 admin.site.login_form = AdminLoginForm
 
 
+def _log_in_through_the_portal(request, extra_context=None):
+    # One login for everybody: the portal's, with its second step (staff always need one).
+    from django.contrib.auth.views import redirect_to_login
+
+    return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url="portal:login")
+
+
+admin.site.login = _log_in_through_the_portal
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False

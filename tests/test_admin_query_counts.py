@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from broker.models import (
+from tests.support.mfa import verified_session
     ConsoleSession,
     Desktop,
     DesktopState,
@@ -29,7 +30,7 @@ PAGES = ["pool", "host", "desktop"]
 
 @pytest.fixture
 def admin(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="admin-pass-1"))
+    verified_session(client, django_user_model.objects.create_superuser("root", password="admin-pass-1"))
     return client
 
 
