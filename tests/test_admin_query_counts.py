@@ -13,7 +13,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from broker.models import (
-from tests.support.mfa import verified_session
     ConsoleSession,
     Desktop,
     DesktopState,
@@ -23,6 +22,7 @@ from tests.support.mfa import verified_session
     Pool,
     PublishedApp,
 )
+from tests.support.mfa import verified_session
 
 pytestmark = pytest.mark.django_db
 PAGES = ["pool", "host", "desktop"]
