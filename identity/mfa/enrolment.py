@@ -36,8 +36,15 @@ def secret_of(device: TOTPDevice) -> str:
     return b32encode(device.bin_key).decode().rstrip("=")
 
 
+class TryAgainLater(Exception):
+    """django-otp's own throttle: each wrong code doubles the wait before the next one is checked."""
+
+
 def confirm_authenticator_app(*, request, device: TOTPDevice, code: str) -> bool:
     code = "".join((code or "").split())
+    allowed, _ = device.verify_is_allowed()
+    if not allowed:
+        raise TryAgainLater()
     if not code.isdigit() or not device.verify_token(code):
         return False
     TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)

@@ -118,12 +118,18 @@ def confirm_authenticator_app(request, device_id):
     device = get_object_or_404(TOTPDevice, pk=device_id, user=request.user, confirmed=False)
     error = ""
     if request.method == "POST":
-        if enrolment.confirm_authenticator_app(request=request, device=device, code=request.POST.get("code", "")):
+        try:
+            confirmed = enrolment.confirm_authenticator_app(request=request, device=device,
+                                                            code=request.POST.get("code", ""))
+        except enrolment.TryAgainLater:
+            confirmed, error = False, "Too many tries in a row: wait a few seconds, then type the current code."
+        else:
+            error = "" if confirmed else "That code does not match; check the app's clock and type the current code."
+        if confirmed:
             otp_login(request, device)
             messages.success(request, "Your authenticator app is set up. Keep recovery codes too, in case you "
                                       "lose the phone.")
             return redirect(f"{reverse('mfa:account')}?next={_next_url(request)}")
-        error = "That code does not match; check the app's clock and type the current code."
     response = render(request, "portal/mfa_authenticator.html", {
         "device": device, "qr_svg": enrolment.qr_code_svg(device), "secret": enrolment.secret_of(device),
         "error": error, "next": _next_url(request),
