@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from . import selectors
 from .forms import AdminLoginForm
-from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout
+from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout, PasskeyDevice
 from .services import audit, sync, throttling
 from .services.preprovision import PreprovisionRefused, dedicated_pools_of, preprovision_pool_for_group
 
@@ -200,3 +200,21 @@ class DirectoryAccountAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="Active", ordering="user__is_active")
     def is_active(self, account):
         return account.user.is_active
+
+
+@admin.register(PasskeyDevice)
+class PasskeyDeviceAdmin(admin.ModelAdmin):
+    """Passkeys are added by their owner (portal → Account security); an admin may only remove one
+    (a lost key). `manage.py reset_mfa USER` removes all of a user's factors."""
+
+    list_display = ["user", "name", "created_at", "last_used_at"]
+    search_fields = ["user__username", "name"]
+    list_select_related = ["user"]
+    fields = ["user", "name", "created_at", "last_used_at", "sign_count"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -83,3 +83,17 @@ def remove_device(*, request, user, device) -> None:
         # Recovery codes stand in for a factor; with none left they would be a factor of their own.
         StaticDevice.objects.filter(user=user).delete()
     audit.record_event(kind=Kind.MFA_REMOVED, request=request, actor=user, target=label)
+
+
+@transaction.atomic
+def remove_all_devices(*, user, reason: str, request=None) -> int:
+    """Every factor of the user gone (an admin's break-glass for a lost phone or key)."""
+    from django_otp import devices_for_user
+
+    devices = list(devices_for_user(user, confirmed=None))
+    for device in devices:
+        device.delete()
+    if devices:
+        audit.record_event(kind=Kind.MFA_REMOVED, request=request, username=user.get_username(),
+                           target="every second factor", message=reason)
+    return len(devices)
