@@ -1,5 +1,7 @@
 """The second login step and the account page where users add and remove their factors."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
@@ -26,6 +28,10 @@ def _next_url(request, default: str = "") -> str:
     return reverse("portal:home")
 
 
+def _with_next(name: str, next_url: str, *args) -> str:
+    return f"{reverse(name, args=args)}?{urlencode({'next': next_url})}"
+
+
 def _json(text: str) -> HttpResponse:
     response = HttpResponse(text, content_type="application/json")
     response["Cache-Control"] = "no-store"
@@ -49,7 +55,7 @@ def verify(request):
     if request.user.is_authenticated and is_verified(request.user):
         return redirect(next_url)
     if not factors.has_second_factor(user):
-        return redirect(f"{reverse('mfa:account')}?next={next_url}")
+        return redirect(_with_next("mfa:account", next_url))
     error = ""
     if request.method == "POST":
         try:
@@ -86,7 +92,7 @@ def _may_change_factors(request) -> bool:
 
 
 def _gate(request):
-    return redirect(f"{reverse('mfa:verify')}?next={reverse('mfa:account')}")
+    return redirect(_with_next("mfa:verify", reverse("mfa:account")))
 
 
 @login_required
@@ -107,7 +113,7 @@ def start_authenticator_app(request):
     if not _may_change_factors(request):
         return _gate(request)
     device = enrolment.start_authenticator_app(user=request.user)
-    return redirect(f"{reverse('mfa:authenticator-confirm', args=[device.pk])}?next={_next_url(request)}")
+    return redirect(_with_next("mfa:authenticator-confirm", _next_url(request), device.pk))
 
 
 @login_required
@@ -129,7 +135,7 @@ def confirm_authenticator_app(request, device_id):
             otp_login(request, device)
             messages.success(request, "Your authenticator app is set up. Keep recovery codes too, in case you "
                                       "lose the phone.")
-            return redirect(f"{reverse('mfa:account')}?next={_next_url(request)}")
+            return redirect(_with_next("mfa:account", _next_url(request)))
     response = render(request, "portal/mfa_authenticator.html", {
         "device": device, "qr_svg": enrolment.qr_code_svg(device), "secret": enrolment.secret_of(device),
         "error": error, "next": _next_url(request),
@@ -160,7 +166,7 @@ def add_passkey(request):
     else:
         otp_login(request, device)
         messages.success(request, f"Passkey \u201c{device.name}\u201d added.")
-    return redirect(f"{reverse('mfa:account')}?next={_next_url(request)}")
+    return redirect(_with_next("mfa:account", _next_url(request)))
 
 
 @login_required
