@@ -156,6 +156,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
 # Multi-factor login (identity/mfa/): the name authenticator apps and passkeys show; the WebAuthn
 # relying party id (default: the host name the browser used); seconds between the password and
 # the second step before the password must be typed again.
@@ -163,8 +165,6 @@ OTP_TOTP_ISSUER = os.environ.get("VDI_MFA_ISSUER", "VDI portal")
 VDI_MFA_ISSUER = OTP_TOTP_ISSUER
 VDI_WEBAUTHN_RP_ID = os.environ.get("VDI_WEBAUTHN_RP_ID", "")
 VDI_MFA_STEP_SECONDS = int(os.environ.get("VDI_MFA_STEP_SECONDS", "300"))
-LOGIN_REDIRECT_URL = "portal:home"
-LOGOUT_REDIRECT_URL = "portal:login"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
