@@ -40,6 +40,13 @@ def test_a_passkey_is_registered_and_then_logs_the_user_in(live_stack, browser, 
     verified = AuditEvent.objects.filter(username="pia", kind=AuditEvent.Kind.MFA_VERIFIED).first()
     assert verified is not None and verified.target == "passkey"
 
+    # Removing it asks for a current factor: the passkey itself answers.
+    page.goto(f"{base}/account/")
+    page.click("[data-factor=passkey] button[data-passkey=authenticate]")
+    page.wait_for_selector("text=Removed.")
+    assert not PasskeyDevice.objects.filter(user__username="pia").exists()
+    assert AuditEvent.objects.filter(username="pia", kind=AuditEvent.Kind.MFA_REMOVED, target="passkey Laptop").exists()
+
 
 def test_a_replayed_passkey_answer_is_refused_and_counted(live_stack, browser, django_user_model):
     """An answer the browser sent once (as someone watching the traffic would keep it) does not
