@@ -62,13 +62,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "broker",
     "portal",
-    "identity",
-    "api",
     # Multi-factor login (identity/mfa/): TOTP apps and single-use recovery codes; passkeys are
-    # identity.PasskeyDevice, a django-otp device of ours over py_webauthn.
+    # identity.PasskeyDevice, a django-otp device of ours over py_webauthn. Before identity: its
+    # admin replaces django-otp's device pages (which show the keys).
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "identity",
+    "api",
 ]
 
 MIDDLEWARE = [

@@ -3,6 +3,8 @@ from django.db.models import Q
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import selectors
 from .forms import AdminLoginForm
@@ -202,15 +204,16 @@ class DirectoryAccountAdmin(ReadOnlyAdmin):
         return account.user.is_active
 
 
-@admin.register(PasskeyDevice)
-class PasskeyDeviceAdmin(admin.ModelAdmin):
-    """Passkeys are added by their owner (portal → Account security); an admin may only remove one
-    (a lost key). `manage.py reset_mfa USER` removes all of a user's factors."""
+class SecondFactorAdmin(admin.ModelAdmin):
+    """A user's second factors: listed, and removable (a lost phone or key), never added, changed
+    or read out here: django-otp's own pages show a TOTP device's key and QR code to any staff
+    user allowed to view them. Users add factors themselves (portal → Account security);
+    `manage.py reset_mfa USER` removes all of a user's factors."""
 
-    list_display = ["user", "name", "created_at", "last_used_at"]
+    list_display = ["user", "name", "confirmed"]
     search_fields = ["user__username", "name"]
     list_select_related = ["user"]
-    fields = ["user", "name", "created_at", "last_used_at", "sign_count"]
+    fields = ["user", "name", "confirmed"]
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -218,3 +221,16 @@ class PasskeyDeviceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(PasskeyDevice)
+class PasskeyDeviceAdmin(SecondFactorAdmin):
+    list_display = ["user", "name", "created_at", "last_used_at"]
+    fields = ["user", "name", "created_at", "last_used_at", "sign_count"]
+    readonly_fields = fields
+
+
+for _model in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, SecondFactorAdmin)

@@ -68,9 +68,12 @@ def test_recovery_codes_need_a_factor_first(client, django_user_model):
 
 def test_an_admin_resets_the_factors_of_a_user_who_lost_their_phone(django_user_model, admin_client):
     user = django_user_model.objects.create_user("wes", password="wes-Pass-1")
-    TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    phone = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
     PasskeyDevice.objects.create(user=user, name="key", confirmed=True, credential_id="abc", public_key=b"k")
     assert admin_client.get(reverse("admin:identity_passkeydevice_changelist")).status_code == 200
+    assert "wes" in admin_client.get(reverse("admin:otp_totp_totpdevice_changelist")).content.decode()
+    page = admin_client.get(reverse("admin:otp_totp_totpdevice_change", args=[phone.pk])).content.decode()
+    assert phone.key not in page and "otpauth" not in page and "qrcode" not in page  # the admin never shows keys
 
     call_command("reset_mfa", "wes")
 
