@@ -343,7 +343,7 @@ class PoolAdmin(admin.ModelAdmin):
         return [EntitlementInline, PoolNetworkInline, PoolScheduleRuleInline]
     fieldsets = [
         (None, {"fields": ["overview", "name", "display_name", "description", "kind", "image", "host",
-                           "is_enabled"]}),
+                           "is_enabled", "requires_mfa"]}),
         ("Desktops", {"fields": ["vcpus", "memory_mib", "protocol", "linked_clones", "data_disk_gib",
                                  "naming_pattern"]}),
         ("Network", {"fields": ["isolate_desktops", "filter_traffic"],

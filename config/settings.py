@@ -63,6 +63,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "broker",
     "portal",
+    # Multi-factor login (identity/mfa/): TOTP apps and single-use recovery codes; passkeys are
+    # identity.PasskeyDevice, a django-otp device of ours over py_webauthn. Before identity: its
+    # admin replaces django-otp's device pages (which show the keys).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "identity",
     "api",
     "dashboard",
@@ -77,6 +83,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): the session passed a second factor (django-otp); staff must have.
+    "django_otp.middleware.OTPMiddleware",
+    "identity.mfa.policy.StaffNeedsSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.security_headers.SecurityHeadersMiddleware",
@@ -156,6 +165,13 @@ AUTHENTICATION_BACKENDS = [
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "portal:login"
+# Multi-factor login (identity/mfa/): the name authenticator apps and passkeys show; the WebAuthn
+# relying party id (default: the host name the browser used); seconds between the password and
+# the second step before the password must be typed again.
+OTP_TOTP_ISSUER = os.environ.get("VDI_MFA_ISSUER", "VDI portal")
+VDI_MFA_ISSUER = OTP_TOTP_ISSUER
+VDI_WEBAUTHN_RP_ID = os.environ.get("VDI_WEBAUTHN_RP_ID", "")
+VDI_MFA_STEP_SECONDS = int(os.environ.get("VDI_MFA_STEP_SECONDS", "300"))
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -370,7 +386,8 @@ REST_FRAMEWORK = {
     # the browser (docs page, browsable API) uses the admin's login session, with CSRF.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        # A staff user's session counts only once a second factor was verified (identity/mfa/).
+        "identity.mfa.policy.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.ApiRolePermission"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.ApiPagination",

@@ -6,6 +6,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("", include("api.health_urls")),
+    path("", include("identity.mfa.urls")),  # the second login step and the account page
     path("", include("portal.urls")),
 ]
 

@@ -7,15 +7,27 @@ from django.utils.html import format_html
 
 from broker.admin_jobs import job_link
 from broker.services.jobs import JobRefused
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import selectors
 from .forms import AdminLoginForm
-from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout
+from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout, PasskeyDevice
 from .services import audit, sync, throttling
 from .services.preprovision import PreprovisionRefused, dedicated_pools_of, start_preprovision
 
 # The admin's login page is throttled like the portal's (the backends do it) and says why.
 admin.site.login_form = AdminLoginForm
+
+
+def _log_in_through_the_portal(request, extra_context=None):
+    # One login for everybody: the portal's, with its second step (staff always need one).
+    from django.contrib.auth.views import redirect_to_login
+
+    return redirect_to_login(request.GET.get("next") or reverse("admin:index"), login_url="portal:login")
+
+
+admin.site.login = _log_in_through_the_portal
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -202,3 +214,35 @@ class DirectoryAccountAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="Active", ordering="user__is_active")
     def is_active(self, account):
         return account.user.is_active
+
+
+class SecondFactorAdmin(admin.ModelAdmin):
+    """A user's second factors: listed, and removable (a lost phone or key), never added, changed
+    or read out here: django-otp's own pages show a TOTP device's key and QR code to any staff
+    user allowed to view them. Users add factors themselves (portal → Account security);
+    `manage.py reset_mfa USER` removes all of a user's factors."""
+
+    list_display = ["user", "name", "confirmed"]
+    search_fields = ["user__username", "name"]
+    list_select_related = ["user"]
+    fields = ["user", "name", "confirmed"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PasskeyDevice)
+class PasskeyDeviceAdmin(SecondFactorAdmin):
+    list_display = ["user", "name", "created_at", "last_used_at"]
+    fields = ["user", "name", "created_at", "last_used_at", "sign_count"]
+    readonly_fields = fields
+
+
+for _model in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, SecondFactorAdmin)

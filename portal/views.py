@@ -17,6 +17,7 @@ from broker.services.errors import LaunchRefused
 from broker.console.close_codes import ConsoleRefused
 from broker.console.ticket_rate import may_issue_console_ticket
 from broker.console.tickets import grant_console
+from identity.mfa.policy import is_verified, second_factor_url
 from identity.services import audit
 
 from .progress import desktop_progress
@@ -46,6 +47,9 @@ def home(request):
 @require_POST
 def launch(request, pool_id):
     pool = get_object_or_404(selectors.entitled_pools(user=request.user), pk=pool_id)
+    if pool.requires_mfa and not is_verified(request.user):
+        messages.info(request, f"{pool} requires a second factor: confirm it is you, then launch again.")
+        return redirect(second_factor_url(request.user, next_url=reverse("portal:home")))
     application = None
     if request.POST.get("app"):
         application = get_object_or_404(PublishedApp, pk=request.POST["app"], pool=pool, is_enabled=True)
@@ -94,6 +98,9 @@ def console_ticket(request, desktop_id):
     the user switch. The VNC password never leaves the server; SPICE's one-time password does
     (spice-html5 logs in itself) and expires with the ticket."""
     desktop = _own_desktop(request, desktop_id)
+    if desktop.pool.requires_mfa and not is_verified(request.user):
+        return JsonResponse({"error": "This desktop requires a login verified with a second factor.",
+                             "code": "mfa_required"}, status=403)
     if desktop.state == DesktopState.MIGRATING:
         # Live migration: seconds. 503 is not final for the page: it asks again shortly.
         response = JsonResponse({"error": "The desktop is moving to another server."}, status=503)

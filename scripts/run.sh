@@ -90,6 +90,7 @@ cat <<TXT
   Admin:       http://$BIND:$PORT/admin/
 $(sed 's/^/  /' "$RUN_DIR/demo-logins.txt" | grep login)
 
+  The admin's first login asks for a second factor: scan the QR code with an authenticator app.
   Log in as the employee, press Launch on "Demo desktop" (a VM) or "Shared desktop" (a session
   on this machine), and the console opens in the page.
   Logs: var/log/worker.log, var/log/agent.log, var/log/portal.log. Stop with Ctrl+C.

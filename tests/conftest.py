@@ -212,3 +212,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measurements")
         for name, value in figures.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture
+def admin_client(db, admin_user):
+    """pytest-django's admin_client (a client of its own), logged in as production requires of
+    staff: with a verified second factor (tests/support/mfa.py)."""
+    from django.test import Client
+
+    from tests.support.mfa import verified_session
+
+    client = Client()
+    verified_session(client, admin_user)
+    return client

@@ -4,12 +4,13 @@ import pytest
 from django.urls import reverse
 
 from broker.models import ConsoleSession, Desktop, DesktopState, Entitlement
+from tests.support.mfa import verified_session
 
 
 @pytest.fixture
 def admin(client, django_user_model):
     user = django_user_model.objects.create_superuser("root", password="admin-pass-1")
-    client.force_login(user)
+    verified_session(client, user)  # staff: a second factor, as in production (tests/support/mfa.py)
     return client
 
 

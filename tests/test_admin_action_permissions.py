@@ -8,6 +8,7 @@ from django.urls import reverse
 from broker.models import DataDiskBackup, Desktop, DesktopState
 from identity.models import DirectoryGroup
 from tests.support.tasks import tasks_among
+from tests.support.mfa import verified_session
 
 ACTIONS = [
     ("broker_host", "drain"),
@@ -29,7 +30,7 @@ ACTIONS = [
 def staff_with(django_user_model, client, name, codenames):
     user = django_user_model.objects.create_user(name, password="staff-pass-1", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    client.force_login(user)
+    verified_session(client, user)  # staff: a second factor, as in production (tests/support/mfa.py)
     return client
 
 

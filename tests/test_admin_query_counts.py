@@ -22,6 +22,7 @@ from broker.models import (
     Pool,
     PublishedApp,
 )
+from tests.support.mfa import verified_session
 
 pytestmark = pytest.mark.django_db
 PAGES = ["pool", "host", "desktop"]
@@ -29,7 +30,7 @@ PAGES = ["pool", "host", "desktop"]
 
 @pytest.fixture
 def admin(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="admin-pass-1"))
+    verified_session(client, django_user_model.objects.create_superuser("root", password="admin-pass-1"))
     return client
 
 

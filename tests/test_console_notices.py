@@ -14,6 +14,7 @@ from django.urls import reverse
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.console_client import open_console, portal_ticket, session_cookie, vnc_login_as_browser
+from tests.support.mfa import verified_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -30,7 +31,7 @@ async def next_notice(ws, timeout=10):
 def test_an_admins_message_appears_in_the_users_console(live_stack, echo_desktop, employee, echo_server):
     admin = get_user_model().objects.create_superuser("root-admin", password="admin-pass-123")
     browser = Client()
-    browser.force_login(admin, backend="django.contrib.auth.backends.ModelBackend")
+    verified_session(browser, admin)  # staff: a second factor, as in production (tests/support/mfa.py)
     cookie = session_cookie(employee)
 
     async def session():

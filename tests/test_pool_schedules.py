@@ -13,6 +13,7 @@ from broker.models.schedules import ALL_WEEKDAYS, weekdays_label
 from broker.selectors import pool_capacity
 from broker.services.pools import reconcile_pool
 from tests.support.tasks import tasks_among
+from tests.support.mfa import verified_session
 
 S = DesktopState
 pytestmark = pytest.mark.django_db
@@ -405,7 +406,7 @@ def test_real_spares_come_and_go_across_a_boundary(scheduled, host, django_captu
 
 @pytest.fixture
 def admin_client_logged_in(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="admin-pass-1"))
+    verified_session(client, django_user_model.objects.create_superuser("root", password="admin-pass-1"))
     return client
 
 

@@ -104,6 +104,10 @@ class Pool(models.Model):
         "VDI_REVOKED_DESKTOP_GRACE_HOURS).",
     )
     is_enabled = models.BooleanField(default=True)
+    requires_mfa = models.BooleanField(
+        "requires MFA", default=False,
+        help_text="Launching needs a login verified with a second factor (authenticator app, passkey or recovery "
+        "code); users without one are sent to enrol first.")
     created_at = models.DateTimeField(auto_now_add=True)
     # -- farms (kind "farm"): shared sessions on the pool's session hosts -------------------
     farm_offers_desktop = models.BooleanField(

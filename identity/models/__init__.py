@@ -1,5 +1,6 @@
 from .audit import AuditEvent
 from .directory import DirectoryAccount, DirectoryGroup
+from .passkeys import PasskeyDevice
 from .sync_runs import DirectorySyncRun
 from .throttle import KnownLoginAddress, LoginFailure, LoginLockout
 
@@ -11,4 +12,5 @@ __all__ = [
     "KnownLoginAddress",
     "LoginFailure",
     "LoginLockout",
+    "PasskeyDevice",
 ]

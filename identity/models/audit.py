@@ -19,6 +19,11 @@ class AuditEvent(models.Model):
         ACCOUNT_DEACTIVATED = "account_off", "Account deactivated by the directory"
         ACCOUNT_REACTIVATED = "account_on", "Account reactivated by the directory"
         PREPROVISION = "preprovision", "Desktops pre-provisioned"
+        MFA_ENROLLED = "mfa_enrolled", "Second factor added"
+        MFA_REMOVED = "mfa_removed", "Second factor removed"
+        MFA_VERIFIED = "mfa_verified", "Second factor verified"
+        MFA_FAILED = "mfa_failed", "Second factor failed"
+        RECOVERY_CODE_USED = "recovery_used", "Recovery code used"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, db_index=True)

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from tests.support.mfa import verified_session
 
 
 def make_token(username, *args):
@@ -58,6 +59,6 @@ def test_the_browser_uses_its_login_session_and_needs_csrf_to_write(site, django
     a, _ = site
     root = django_user_model.objects.create_superuser("browser", password="browser-pass-1")
     client = APIClient(enforce_csrf_checks=True)
-    client.force_login(root)
+    verified_session(client, root)  # staff: a second factor, as in production (tests/support/mfa.py)
     assert client.get("/api/v1/desktops/", HTTP_ACCEPT="text/html").status_code == 200  # browsable API
     assert client.post(f"/api/v1/hosts/{a.host.pk}/drain/", {}, format="json").status_code == 403  # no CSRF

@@ -5,6 +5,7 @@ from django.urls import reverse
 from broker.models import Job
 from identity.models import DirectorySyncRun
 from tests.identity.conftest import run_sync
+from tests.support.mfa import verified_session
 
 Status = DirectorySyncRun.Status
 
@@ -63,7 +64,7 @@ def test_only_admins_with_the_permission_may_run_it(use_ldap, company, client, d
 
     clerk = django_user_model.objects.create_user("clerk", password="clerk-Pw-1", is_staff=True)
     clerk.user_permissions.add(Permission.objects.get(codename="view_directorysyncrun"))
-    client.force_login(clerk)
+    verified_session(client, clerk)  # staff: a second factor, as in production (tests/support/mfa.py)
 
     page = client.get(reverse("admin:identity_directorysyncrun_changelist")).content.decode()
     client.post(reverse("admin:identity_directorysyncrun_run_now"))

@@ -104,11 +104,14 @@ def test_wrong_directory_passwords_are_counted(client, use_ldap, company):
 
 
 def test_the_admin_login_page_is_throttled_too(client, django_user_model):
+    # The admin logs in through the portal's login (and its second step, identity/mfa/).
     django_user_model.objects.create_superuser("root", password="root-Pw-0001")
+    admin_login = client.post(reverse("admin:login"), {"username": "root", "password": "nope"})
+    assert admin_login.status_code == 302 and admin_login["Location"].startswith(reverse("portal:login"))
     for _ in range(5):
-        client.post(reverse("admin:login"), {"username": "root", "password": "nope"}, REMOTE_ADDR="10.0.0.66")
+        client.post(reverse("portal:login"), {"username": "root", "password": "nope"}, REMOTE_ADDR="10.0.0.66")
 
-    response = client.post(reverse("admin:login"), {"username": "root", "password": "root-Pw-0001"},
+    response = client.post(reverse("portal:login"), {"username": "root", "password": "root-Pw-0001"},
                            REMOTE_ADDR="10.0.0.66")
 
     assert LOCKED in response.content and "_auth_user_id" not in client.session

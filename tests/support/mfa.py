@@ -1,0 +1,39 @@
+"""Logging staff into the admin and the API as production requires: with a verified second
+factor. A real TOTP device is made for the user and the session is marked verified with it,
+exactly as the portal's second step does (django_otp's session key), so the policy
+(identity/mfa/policy.py) is not weakened for the tests."""
+
+import hmac
+import struct
+import time
+from hashlib import sha1
+
+
+def verified_session(client, user, *, backend="django.contrib.auth.backends.ModelBackend"):
+    """force_login + a confirmed authenticator app whose verification the session remembers."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
+        user=user, name="Test authenticator", confirmed=True)
+    client.force_login(user, backend=backend)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device
+
+
+def totp_code(key_hex: str, *, at: float | None = None, step: int = 30, digits: int = 6, offset: int = 0) -> str:
+    """RFC 6238 computed here, independently of django-otp (what a phone app does)."""
+    counter = int((time.time() if at is None else at) // step) + offset
+    digest = hmac.new(bytes.fromhex(key_hex), struct.pack(">Q", counter), sha1).digest()
+    start = digest[-1] & 0x0F
+    value = (struct.unpack(">I", digest[start:start + 4])[0] & 0x7FFFFFFF) % (10 ** digits)
+    return str(value).zfill(digits)
+
+
+def totp_code_from_base32(secret: str, **kwargs) -> str:
+    from base64 import b32decode
+
+    padded = secret + "=" * (-len(secret) % 8)
+    return totp_code(b32decode(padded).hex(), **kwargs)
