@@ -152,12 +152,17 @@ class LoginLockoutAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "kind", "username", "client_address", "target", "message"]
+    list_display = ["created_at", "kind", "username", "target", "message_start"]  # the address: on the page
     list_filter = ["kind", "created_at"]
     search_fields = ["username", "client_address", "target", "message"]
     date_hierarchy = "created_at"
     readonly_fields = ["created_at", "kind", "actor", "username", "client_address", "target", "message"]
     exclude = ["log_entry_id"]
+
+    @admin.display(description="Message", ordering="message")
+    def message_start(self, event):
+        """The list fits a laptop's screen: the start of the message; the whole one on the event's page."""
+        return event.message if len(event.message) <= 90 else f"{event.message[:88]}…"
 
     def changelist_view(self, request, extra_context=None):
         audit.import_admin_log()

@@ -18,6 +18,7 @@ from broker.services.jobs import JobRefused, request_cancel, run_job
 from broker.services.live_migration import start_drain
 from broker.services.recompose import start_recompose
 from tests.support.tasks import tasks_among
+from tests.support.mfa import verified_session
 
 S = DesktopState
 
@@ -39,7 +40,7 @@ def sha256_of(path) -> str:
 
 @pytest.fixture
 def admin_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="admin-pass-1"))
+    verified_session(client, django_user_model.objects.create_superuser("root", password="admin-pass-1"))
     client.user = django_user_model.objects.get(username="root")
     return client
 
@@ -101,7 +102,7 @@ def test_the_admin_watches_a_checksum_move_and_cancels_it_between_blocks(tmp_pat
     """The job runs in a thread (as in a worker); the admin's page script asks the progress
     endpoint; the bar moves; a cancel stops it at its next block and records no checksum."""
     root = django_user_model.objects.create_superuser("root", password="admin-pass-1")
-    client.force_login(root)
+    verified_session(client, root)
     image = GoldenImage.objects.create(name="big", display_name="Big")
     big = GoldenImageVersion.objects.create(image=image, number=1,
                                             path=sparse_image(tmp_path / "big.qcow2", 6 * 2**30))
@@ -268,7 +269,7 @@ def test_the_admin_recompose_action_starts_a_job_and_links_to_it(admin_client, d
 def test_view_only_staff_see_jobs_but_cannot_cancel_them(client, version, django_user_model):
     viewer = django_user_model.objects.create_user("viewer", password="viewer-pass-1", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "view_goldenimageversion"]))
-    client.force_login(viewer)
+    verified_session(client, viewer)
     job = start_checksum(version=version)
     listing = client.get(reverse("admin:broker_job_changelist"))
     assert listing.status_code == 200 and "cancel_jobs" not in listing.content.decode()
@@ -279,7 +280,7 @@ def test_view_only_staff_see_jobs_but_cannot_cancel_them(client, version, django
     assert client.get(reverse("admin:broker_job_progress") + f"?ids={job.pk}").status_code == 200
     assert client.get(reverse("admin:broker_job_progress") + "?ids=x").status_code == 400
     nobody = django_user_model.objects.create_user("nobody", password="nobody-pass-1", is_staff=True)
-    client.force_login(nobody)
+    verified_session(client, nobody)
     assert client.get(reverse("admin:broker_job_progress") + f"?ids={job.pk}").status_code == 403
 
 

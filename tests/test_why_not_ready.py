@@ -16,6 +16,7 @@ from broker.readiness import why_not_ready, why_pool_short
 from broker.services.farm_sessions import place_waiting_sessions
 from broker.services.hosts import set_host_maintenance
 from broker.services.provisioning import mark_failed
+from tests.support.mfa import verified_session
 
 S = DesktopState
 
@@ -49,7 +50,7 @@ def employee(django_user_model, pool):
 
 @pytest.fixture
 def admin_client(client, django_user_model):
-    client.force_login(django_user_model.objects.create_superuser("root", password="admin-pass-1"))
+    verified_session(client, django_user_model.objects.create_superuser("root", password="admin-pass-1"))
     return client
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth.models import Permission
+from tests.support.mfa import verified_session
 
 LIVE, SERIES, PAGE = "/admin/dashboard/live.json", "/admin/dashboard/series.json", "/admin/dashboard/"
 
@@ -27,7 +28,7 @@ def test_an_employee_who_is_not_staff_is_refused(client, django_user_model):
 
 
 def test_staff_without_the_right_to_view_hosts_and_pools_is_refused(client, staff):
-    client.force_login(staff)
+    verified_session(client, staff)
     assert client.get(LIVE).status_code == 403
     assert client.get(PAGE).status_code == 403
     staff.user_permissions.add(Permission.objects.get(codename="view_pool"))
@@ -36,7 +37,7 @@ def test_staff_without_the_right_to_view_hosts_and_pools_is_refused(client, staf
 
 def test_staff_who_may_view_hosts_and_pools_see_everything(client, staff, site):
     staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_pool", "view_host"]))
-    client.force_login(staff)
+    verified_session(client, staff)
     live = client.get(LIVE)
     assert live.status_code == 200 and live["Cache-Control"].startswith("max-age=0")
     assert {h["name"] for h in live.json()["hosts"]} == {"big", "small"}
@@ -53,7 +54,7 @@ def test_an_unknown_span_is_a_clear_error(admin_client):
 
 def test_a_deactivated_admin_is_refused_at_once(client, django_user_model):
     admin = django_user_model.objects.create_superuser("root2", password="pw-root-2")
-    client.force_login(admin)
+    verified_session(client, admin)
     assert client.get(LIVE).status_code == 200
     admin.is_active = False
     admin.save(update_fields=["is_active"])

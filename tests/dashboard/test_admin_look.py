@@ -47,10 +47,11 @@ def fill_every_list(site):
 
 
 def log_in(page, base_url, username, password):
-    page.goto(f"{base_url}/admin/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("input[type=submit]")
+    from django.contrib.auth import get_user_model
+
+    from tests.support.mfa import log_in_staff_in_browser
+
+    log_in_staff_in_browser(page, base_url, get_user_model().objects.get(username=username), password)
     page.wait_for_selector("#site-name")
 
 

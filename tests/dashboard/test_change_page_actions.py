@@ -6,13 +6,14 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from broker.models import Host
+from tests.support.mfa import verified_session
 
 
 @pytest.fixture
 def viewer(client, django_user_model):
     user = django_user_model.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=["view_host", "view_pool"]))
-    client.force_login(user)
+    verified_session(client, user)
     return user
 
 

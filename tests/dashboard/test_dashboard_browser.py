@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from tests.support.browser import browser, wait_for_page  # noqa: F401
+from tests.support.mfa import log_in_staff_in_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -77,13 +78,10 @@ def test_the_dashboard_draws_its_charts_and_follows_a_desktop_starting(  # noqa:
     workers = list(app.control.inspect(timeout=3).ping() or {})  # the live stack's worker answers
     assert workers
     store_samples(workers)
-    django_user_model.objects.create_superuser("boss", password="pw-boss-12")
+    boss = django_user_model.objects.create_superuser("boss", password="pw-boss-12")
 
     page = browser.new_page()
-    page.goto(f"{live_stack.base_url}/admin/login/?next=/admin/dashboard/")
-    page.fill("input[name=username]", "boss")
-    page.fill("input[name=password]", "pw-boss-12")
-    page.click("input[type=submit]")
+    log_in_staff_in_browser(page, live_stack.base_url, boss, "pw-boss-12", next_path="/admin/dashboard/")
     page.wait_for_selector("#vdi-dashboard")
 
     # The charts: every one has its line drawn, for the last day and for the month.

@@ -31,10 +31,9 @@ def test_the_jobs_page_shows_the_bar_moving_to_the_result(live_stack, browser, t
     page = browser.new_page()
     errors = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.goto(f"{live_stack.base_url}/admin/login/")
-    page.fill("input[name=username]", "root")
-    page.fill("input[name=password]", "admin-pass-1")
-    page.click("input[type=submit]")
+    from tests.support.mfa import log_in_staff_in_browser
+
+    log_in_staff_in_browser(page, live_stack.base_url, root, "admin-pass-1")
 
     started = time.monotonic()
     job = start_checksum(version=version, actor=root)  # committed: the test worker takes its task

@@ -37,3 +37,23 @@ def totp_code_from_base32(secret: str, **kwargs) -> str:
 
     padded = secret + "=" * (-len(secret) % 8)
     return totp_code(b32decode(padded).hex(), **kwargs)
+
+
+def log_in_staff_in_browser(page, base_url: str, user, password: str, *, next_path: str = "/admin/") -> None:
+    """The whole login a staff member does in the browser: the portal's password step, then the
+    second step with a code of their authenticator app (made here if they have none)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
+        user=user, name="Test authenticator", confirmed=True)
+    page.goto(f"{base_url}/login/?next={next_path}")
+    page.fill("input[name=username]", user.get_username())
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    device.refresh_from_db()
+    now = int(time.time() // device.step)
+    offset = 1 if device.last_t is not None and device.last_t >= now else 0
+    page.fill("#code-form input[name=code]", totp_code(device.key, offset=offset))
+    page.click("#code-form button[type=submit]")
+    page.wait_for_load_state()
