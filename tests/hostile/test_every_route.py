@@ -303,3 +303,15 @@ def test_every_page_carries_the_security_headers(client, django_user_model, empl
         assert response["X-Frame-Options"] == "DENY", route.name
         if route.name not in ("portal:login", "admin:login"):
             assert "no-store" in response["Cache-Control"], route.name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ids_of_any_size_on_every_websocket_route_are_refused_cleanly(quick_channel_layer, employee,
+                                                                      alice_and_bob):
+    cookie = session_cookie(employee)
+    for app_name, route in WS_ROUTES:
+        for number in (0, 2**31, 2**63, 10**40, 10**120):
+            answers = asyncio.run(first_answer(ws_applications()[app_name], route.path(desktop_id=number) +
+                                               "?ticket=x", cookie=cookie, origin="http://127.0.0.1"))
+            closes = [a for a in answers if a["type"] == "websocket.close"]
+            assert closes and closes[-1].get("code") in (4404, 4411), (app_name, route.regex, number, answers)
