@@ -165,7 +165,7 @@ async def _run_console(path, headers, frames, *, subprotocols=("binary",), wait_
             else:
                 await communicator.send_input({"type": "websocket.receive", "text": frame})
         # What the gateway answers, until it closes or (at most a few seconds) `wait_for` came back.
-        deadline = asyncio.get_running_loop().time() + (5 if wait_for else 0.15)
+        deadline = asyncio.get_running_loop().time() + (5 if wait_for else 0.1)
         while asyncio.get_running_loop().time() < deadline:
             if communicator.future.done():
                 break
