@@ -297,3 +297,32 @@ def test_frames_before_and_during_the_spice_link(console, frames):
     elif b"after the link" in frames:
         assert echoed.endswith(b"after the link")
     assert not ConsoleSession.objects.filter(closed_at__isnull=True).exists()
+
+
+# -- websockify's plugins (a stock websockify as the gateway tier) -----------------------------------------
+
+@hostile(max_examples=25)
+@given(token=st.one_of(st.text(max_size=40), st.sampled_from(["", "A" * 200, "real"])),
+       cookie=st.one_of(st.none(), st.text(max_size=30), st.just("own")),
+       origin=st.one_of(st.none(), st.just(ORIGIN), st.text(max_size=20)))
+@example(token="real", cookie="own", origin=ORIGIN)  # the one that is let through
+def test_websockify_plugins_refuse_or_admit_with_a_403_never_an_error(console, token, cookie, origin):
+    from websockify.auth_plugins import AuthenticationError
+
+    from broker.console.websockify_plugin import BrokerLogin, BrokerTickets
+
+    desktop, own_cookie, ticket = console
+    token = ticket() if token == "real" else token
+    headers = {"Host": "127.0.0.1"}
+    if cookie is not None:
+        headers["Cookie"] = own_cookie if cookie == "own" else cookie
+    if origin is not None:
+        headers["Origin"] = origin
+    headers = {k: v.encode("utf-8").decode("latin-1") for k, v in headers.items()}  # as http.server hands them
+    host, port = BrokerTickets(None).lookup(token)
+    try:
+        BrokerLogin().authenticate(headers, host, port)
+    except AuthenticationError as refused:
+        assert refused.code == 403 and str(refused.msg)[:4] in {str(int(c)) for c in CloseCode}, refused.msg
+        return
+    assert headers.get("Origin") == ORIGIN and cookie == "own" and port == desktop.vnc_port  # only the real one

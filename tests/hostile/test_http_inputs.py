@@ -94,3 +94,35 @@ def test_ids_of_any_size_in_every_portal_url_are_a_404(alice, number, index, met
     route = PORTAL_ID_ROUTES[index]
     response = getattr(alice, method)(route.path(**{name: number for name in route.kwargs}))
     assert response.status_code in (404, 405), (route.name, number, response.status_code)
+
+
+# -- the API's request bodies, on every route that takes one ------------------------------------------
+
+from tests.api.conftest import clients, employees, site  # noqa: E402,F401  (the API's two-pool site)
+
+WRITE_ROUTES = [route for route in http_routes() if route.name.startswith("api:") and "format" not in route.kwargs
+                and (route.name.endswith("-list") or not route.name.endswith("-detail"))
+                and route.name not in ("api:api-root", "api:schema", "api:docs")]
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+                                     st.text(max_size=8)),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                      max_size=3), max_leaves=6)
+bodies = st.dictionaries(st.sampled_from(["migrate", "destination", "host", "pool", "user", "group", "reason",
+                                          "id", "desktop", "x"]), json_values, max_size=3)
+
+
+@hostile(max_examples=80)
+@given(index=st.integers(0, 10**6), body=st.one_of(bodies, json_values))
+@example(index=0, body={"destination": "9" * 30})
+@example(index=0, body={"pool": [1, 2], "user": {"a": None}})
+def test_no_request_body_breaks_an_api_write(clients, site, index, body):
+    a, _b = site
+    rows = {"pool": a.pool, "host": a.host, "desktop": a.desktop}
+    routes = [route for route in WRITE_ROUTES if route.name.endswith("-list") and "entitlement" in route.name
+              or not route.name.endswith("-list")]
+    route = routes[index % len(routes)]
+    kind = route.name.split(":", 1)[1].split("-", 1)[0]
+    path = route.path(pk=rows[kind].pk) if "pk" in route.kwargs else route.path()
+    response = clients["superuser"].post(path, body, format="json")
+    assert response.status_code < 500, (route.name, body, response.status_code)
+    assert response["Content-Type"].startswith("application/json"), (route.name, response["Content-Type"])
