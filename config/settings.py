@@ -267,7 +267,7 @@ if LDAP_ENABLED:  # noqa: F405
 # How long a console ticket may wait between issue and use.
 VDI_CONSOLE_TICKET_TTL_SECONDS = env_int("VDI_CONSOLE_TICKET_TTL_SECONDS", 30, minimum=1)
 # Console tickets a user may ask for per minute (each sets a desktop's password through libvirt).
-VDI_CONSOLE_TICKETS_PER_MINUTE = env_int("VDI_CONSOLE_TICKETS_PER_MINUTE", 20, minimum=1)
+VDI_CONSOLE_TICKETS_PER_MINUTE = env_int("VDI_CONSOLE_TICKETS_PER_MINUTE", 20)
 # Origins allowed to open console websockets besides the portal's own origin.
 VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
 # How long a dedicated desktop is kept after its user lost the entitlement (a pool may override).

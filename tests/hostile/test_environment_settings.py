@@ -90,3 +90,12 @@ def test_manage_py_says_which_variable_is_wrong(env, message):
                                              ("ws://127.0.0.1:8443/", "ws://127.0.0.1:8443")])
 def test_a_good_gateway_url_is_taken(value, expected):
     assert load("config.settings", {"VDI_CONSOLE_GATEWAY_URL": value}).VDI_CONSOLE_GATEWAY_URL == expected
+
+
+@pytest.mark.parametrize("name", ["VDI_CONSOLE_TICKETS_PER_MINUTE", "VDI_CONSOLE_IDLE_TIMEOUT_MINUTES",
+                                  "VDI_CONSOLE_MAX_SESSION_MINUTES", "VDI_BALLOON_IDLE_MINUTES",
+                                  "DATABASE_POOL_MAX_SIZE", "VDI_REVOKED_DESKTOP_GRACE_HOURS"])
+def test_a_documented_zero_is_taken(name):
+    """0 means "no limit" or "never" for these (README): the checks must not refuse it."""
+    loaded = load("config.settings", {name: "0"})
+    assert getattr(loaded, name) == 0
