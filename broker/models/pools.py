@@ -210,7 +210,7 @@ class Pool(models.Model):
         if self.kind == self.Kind.FARM:
             if self.min_spares:
                 raise ValidationError({"min_spares": "A farm starts sessions on demand; it keeps no spares."})
-            if not re.fullmatch(r"\d{3,4}x\d{3,4}", self.session_geometry or ""):
+            if not re.fullmatch(r"[0-9]{3,4}x[0-9]{3,4}", self.session_geometry or ""):  # ASCII: \d takes any script
                 raise ValidationError({"session_geometry": "Write the screen size as WIDTHxHEIGHT, e.g. 1280x800."})
             if self.protocol != self.Protocol.VNC or self.console_protocol_switch:
                 raise ValidationError({"protocol": "A farm's sessions have a VNC console only."})

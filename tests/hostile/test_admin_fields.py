@@ -185,3 +185,43 @@ def test_the_admin_page_answers_a_bad_pattern_with_a_form_error(client, superuse
     assert response.status_code == 200
     assert "Use {pool} and {n} only" in response.content.decode()
     assert not Pool.objects.filter(name="desk").exists()
+
+
+geometries = st.one_of(st.text(st.characters(whitelist_categories=("Nd",)) | st.sampled_from("x0123456789 "),
+                               max_size=10),
+                       st.sampled_from(["1280x800", "١٢٨٠x٨٠٠", "1280x800 ", "99999x99999", "1280X800", "x", "0x0"]))
+
+
+@hostile(max_examples=60)
+@given(geometry=geometries)
+@example(geometry="١٢٨٠x٨٠٠")  # Arabic-Indic digits: accepted before the fix, then given to Xvnc -geometry
+def test_a_farms_session_geometry_is_ascii_width_by_height(superuser, geometry):
+    form = admin_form(Pool, superuser)(data={
+        "name": "farm", "display_name": "Farm", "kind": "farm", "vcpus": "1", "memory_mib": "256",
+        "protocol": "vnc", "data_disk_gib": "0", "naming_pattern": "{pool}-{n:04d}", "min_spares": "0",
+        "max_desktops": "10", "backup_every_hours": "24", "backup_keep": "7", "max_sessions_per_host": "50",
+        "max_concurrent_logons_per_host": "2", "session_geometry": geometry, "farm_offers_desktop": "on"})
+    if form.is_valid():
+        assert re.fullmatch(r"[0-9]{3,4}x[0-9]{3,4}", form.cleaned_data["session_geometry"]), geometry
+
+
+admin_parameters = ["q", "o", "p", "e", "all", "_changelist_filters", "state__exact", "kind__exact", "pool__id__exact",
+                    "is_enabled__exact", "created_at__gte", "id__in", "user__password__startswith", "host", "pool",
+                    "desktop__user__username", "state", "protocol__exact", "farm__id__exact"]
+admin_values = st.one_of(st.text(max_size=10), st.sampled_from(["", "-1", "9" * 30, "1,2", "x", "0.-1", "%00",
+                                                                 "2026-13-45", "__", "1.2.3"]))
+
+
+@hostile(max_examples=120)
+@given(index=st.integers(0, 10**6), query=st.lists(st.tuples(st.sampled_from(admin_parameters), admin_values),
+                                                  max_size=3))
+@example(index=0, query=[("o", "9.-9.x")])
+@example(index=0, query=[("user__password__startswith", "pbkdf2")])
+def test_no_query_string_breaks_an_admin_list(client, superuser, index, query):
+    """Every model the admin registers: its list page with any search, ordering, filter and page."""
+    models = sorted(django_admin.site._registry, key=lambda model: model._meta.label)
+    model = models[index % len(models)]
+    client.force_login(superuser, backend="django.contrib.auth.backends.ModelBackend")
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    response = client.get(url, query)
+    assert response.status_code in (200, 302, 400, 403, 404), (model._meta.label, query, response.status_code)
