@@ -126,3 +126,38 @@ def test_no_request_body_breaks_an_api_write(clients, site, index, body):
     response = clients["superuser"].post(path, body, format="json")
     assert response.status_code < 500, (route.name, body, response.status_code)
     assert response["Content-Type"].startswith("application/json"), (route.name, response["Content-Type"])
+
+
+# -- the body cap in front of Django (config/request_limits.py) ------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+@hostile(max_examples=30)
+@given(declared=st.one_of(st.binary(max_size=8), st.integers(-10, 2**70).map(lambda n: str(n).encode()),
+                          st.sampled_from([b"", b"1e3", b" 10", b"\xb2", b"0x10", b"10, 10"])),
+       chunks=st.lists(st.binary(max_size=600_000), max_size=3))
+@example(declared=b"5", chunks=[b"x" * 1_100_000])  # a body longer than it said and than the cap
+def test_any_content_length_and_body_get_an_answer(declared, chunks):
+    import asyncio
+
+    from asgiref.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    async def attempt():
+        communicator = ApplicationCommunicator(application, {
+            "type": "http", "method": "POST", "path": "/login/", "query_string": b"", "scheme": "http",
+            "headers": [(b"host", b"testserver"), (b"content-length", declared),
+                        (b"content-type", b"application/x-www-form-urlencoded")],
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80), "http_version": "1.1",
+            "asgi": {"version": "3.0"}})
+        for index, chunk in enumerate(chunks or [b""]):
+            await communicator.send_input({"type": "http.request", "body": chunk,
+                                           "more_body": index < len(chunks) - 1})
+        start = await asyncio.wait_for(communicator.output_queue.get(), 20)
+        await communicator.wait(timeout=20)
+        return start
+
+    start = asyncio.run(attempt())
+    assert start["type"] == "http.response.start" and start["status"] in (403, 413), start
+    if sum(map(len, chunks)) > 1024 * 1024 or not declared.isdigit() or int(declared) > 1024 * 1024:
+        assert start["status"] == 413
