@@ -13,7 +13,11 @@ class ApiRolePermission(BasePermission):
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        model = view.queryset.model
+        queryset = getattr(view, "queryset", None)
+        if queryset is None:  # the router's index of links (no rows): for those who hold some API role
+            return request.method in SAFE_METHODS and (
+                user.is_staff or scoping.is_operator(user) or scoping.is_auditor(user))
+        model = queryset.model
         if request.method in SAFE_METHODS:
             return scoping.may_read(user, model)
         return scoping.may_write(user, model, view.required_model_permission())

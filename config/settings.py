@@ -5,11 +5,13 @@ quick start (SQLite, Redis on 127.0.0.1, this machine as the only hypervisor hos
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .env_numbers import env_float, env_int
 from .logs import configure_structlog, log_format, logging_config
 from .private_files import make_private_dir, make_private_sqlite_file, write_private_file
 from .redis_urls import celery_broker_url
@@ -114,21 +116,21 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'vdi.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
 # PostgreSQL connection pool per process (psycopg_pool), so that a console's checks do not open
 # a new connection each (several ms of every console open). Off by default because a pool
 # must not cross a fork (Celery's prefork workers); config/serve.py turns it on for the
 # ASGI processes (portal and gateway tier).
-DATABASE_POOL_MAX_SIZE = int(os.environ.get("DATABASE_POOL_MAX_SIZE", "0"))
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 0)
 if DATABASES["default"]["ENGINE"].endswith("postgresql") and DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE,
         # How long a request waits for a connection: in a burst, or while PostgreSQL is away
         # (then it gets the 503 page after this long: config/unavailable.py).
-        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "20"))}
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 20.0, positive=True)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -147,7 +149,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Forms only, never uploads: larger bodies are refused before Django reads them
 # (config/request_limits.py), so a client cannot make the portal spool gigabytes to disk.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("VDI_MAX_REQUEST_BODY_BYTES", str(1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("VDI_MAX_REQUEST_BODY_BYTES", 1024 * 1024, minimum=1024)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -171,7 +173,7 @@ LOGOUT_REDIRECT_URL = "portal:login"
 OTP_TOTP_ISSUER = os.environ.get("VDI_MFA_ISSUER", "VDI portal")
 VDI_MFA_ISSUER = OTP_TOTP_ISSUER
 VDI_WEBAUTHN_RP_ID = os.environ.get("VDI_WEBAUTHN_RP_ID", "")
-VDI_MFA_STEP_SECONDS = int(os.environ.get("VDI_MFA_STEP_SECONDS", "300"))
+VDI_MFA_STEP_SECONDS = env_int("VDI_MFA_STEP_SECONDS", 300, positive=True)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -256,7 +258,7 @@ CELERY_IMPORTS = ["broker.session_tasks", "broker.job_tasks"]
 CELERY_BEAT_SCHEDULE = {
     "reconcile-everything": {
         "task": "broker.tasks.reconcile_everything_task",
-        "schedule": float(os.environ.get("VDI_RECONCILE_SECONDS", "30")),
+        "schedule": env_float("VDI_RECONCILE_SECONDS", 30.0, positive=True),
     },
     "delete-desktops-past-their-hold": {
         "task": "broker.tasks.delete_desktops_past_their_hold_task",
@@ -264,17 +266,17 @@ CELERY_BEAT_SCHEDULE = {
     },
     "check-session-hosts": {
         "task": "broker.session_tasks.check_session_hosts_task",
-        "schedule": float(os.environ.get("VDI_SESSION_HOST_REPORT_SECONDS", "10")),
+        "schedule": env_float("VDI_SESSION_HOST_REPORT_SECONDS", 10.0, positive=True),
     },
     # Enqueues each data disk backup that its pool's schedule says is due (broker/services/backups.py).
     "back-up-data-disks": {
         "task": "broker.tasks.back_up_due_data_disks_task",
-        "schedule": float(os.environ.get("VDI_BACKUP_CHECK_SECONDS", "3600")),
+        "schedule": env_float("VDI_BACKUP_CHECK_SECONDS", 3600.0, positive=True),
     },
     # The admin dashboard's samples (charts) and each hypervisor's usage read from libvirt.
     "take-dashboard-sample": {
         "task": "dashboard.tasks.take_dashboard_sample_task",
-        "schedule": float(os.environ.get("VDI_DASHBOARD_SAMPLE_SECONDS", "60")),
+        "schedule": env_float("VDI_DASHBOARD_SAMPLE_SECONDS", 60.0, positive=True),
     },
     # Without it the ticket table grows by a row per console opened, for ever.
     "purge-expired-console-tickets": {
@@ -291,13 +293,13 @@ if LDAP_ENABLED:  # noqa: F405
 
 # --- broker knobs --------------------------------------------------------------------------
 # How long a console ticket may wait between issue and use.
-VDI_CONSOLE_TICKET_TTL_SECONDS = int(os.environ.get("VDI_CONSOLE_TICKET_TTL_SECONDS", "30"))
+VDI_CONSOLE_TICKET_TTL_SECONDS = env_int("VDI_CONSOLE_TICKET_TTL_SECONDS", 30, minimum=1)
 # Console tickets a user may ask for per minute (each sets a desktop's password through libvirt).
-VDI_CONSOLE_TICKETS_PER_MINUTE = int(os.environ.get("VDI_CONSOLE_TICKETS_PER_MINUTE", "20"))
+VDI_CONSOLE_TICKETS_PER_MINUTE = env_int("VDI_CONSOLE_TICKETS_PER_MINUTE", 20)
 # Origins allowed to open console websockets besides the portal's own origin.
 VDI_CONSOLE_ALLOWED_ORIGINS = env_list("VDI_CONSOLE_ALLOWED_ORIGINS")
 # How long a dedicated desktop is kept after its user lost the entitlement (a pool may override).
-VDI_REVOKED_DESKTOP_GRACE_HOURS = float(os.environ.get("VDI_REVOKED_DESKTOP_GRACE_HOURS", "72"))
+VDI_REVOKED_DESKTOP_GRACE_HOURS = env_float("VDI_REVOKED_DESKTOP_GRACE_HOURS", 72.0)
 # Where clones and their storage pool live on a host that the broker sets up itself.
 VDI_STORAGE_POOL = os.environ.get("VDI_STORAGE_POOL", "vdi")
 VDI_STORAGE_PATH = os.environ.get("VDI_STORAGE_PATH", "/var/lib/vdi/desktops")
@@ -315,36 +317,42 @@ VDI_NAME_PREFIX = os.environ.get("VDI_NAME_PREFIX", "vdi-")
 
 # A desktop still queued (no worker took its task) this long after its last try is sent its
 # task again by the periodic pass: a task lost with a Redis restart must not hold a launch.
-VDI_QUEUED_RETRY_SECONDS = float(os.environ.get("VDI_QUEUED_RETRY_SECONDS", "120"))
+VDI_QUEUED_RETRY_SECONDS = env_float("VDI_QUEUED_RETRY_SECONDS", 120.0, positive=True)
 # "Why isn't it ready?": a desktop starting longer than this is shown as a guest that did not answer
 # (with the last lines of its serial log, to the admin).
-VDI_GUEST_ANSWER_SECONDS = float(os.environ.get("VDI_GUEST_ANSWER_SECONDS", "120"))
+VDI_GUEST_ANSWER_SECONDS = env_float("VDI_GUEST_ANSWER_SECONDS", 120.0, positive=True)
 # Long actions (broker/services/jobs.py): a rolling recompose rebuilds at most this many desktops at once.
-VDI_RECOMPOSE_BATCH = int(os.environ.get("VDI_RECOMPOSE_BATCH", "4"))
+VDI_RECOMPOSE_BATCH = env_int("VDI_RECOMPOSE_BATCH", 4, minimum=1)
 
 # How often an open console re-checks its user's login and entitlement (a backstop for a lost
 # "close" message).
-VDI_CONSOLE_RECHECK_SECONDS = float(os.environ.get("VDI_CONSOLE_RECHECK_SECONDS", "60"))
+VDI_CONSOLE_RECHECK_SECONDS = env_float("VDI_CONSOLE_RECHECK_SECONDS", 60.0, positive=True)
 # --- console gateway (broker/console/) ------------------------------------------------------
 # A console ticket's lifetime is VDI_CONSOLE_TICKET_TTL_SECONDS above (at most 60 s); the
 # desktop's one-time console password expires with it.
 VDI_CONSOLE_TICKET_TTL_SECONDS = min(VDI_CONSOLE_TICKET_TTL_SECONDS, 60)
 # SPICE opens one websocket per channel; all of them must arrive this soon after the first.
-VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS = float(os.environ.get("VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS", "10"))
+VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS = env_float("VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS", 10.0)
 # Site defaults of the per-pool console limits (a pool may override each; 0 minutes: never).
-VDI_CONSOLE_MAX_PER_USER = int(os.environ.get("VDI_CONSOLE_MAX_PER_USER", "4"))
-VDI_CONSOLE_MAX_PER_DESKTOP = int(os.environ.get("VDI_CONSOLE_MAX_PER_DESKTOP", "2"))
-VDI_CONSOLE_IDLE_TIMEOUT_MINUTES = float(os.environ.get("VDI_CONSOLE_IDLE_TIMEOUT_MINUTES", "60"))
-VDI_CONSOLE_MAX_SESSION_MINUTES = float(os.environ.get("VDI_CONSOLE_MAX_SESSION_MINUTES", "720"))
+VDI_CONSOLE_MAX_PER_USER = env_int("VDI_CONSOLE_MAX_PER_USER", 4, minimum=1)
+VDI_CONSOLE_MAX_PER_DESKTOP = env_int("VDI_CONSOLE_MAX_PER_DESKTOP", 2, minimum=1)
+VDI_CONSOLE_IDLE_TIMEOUT_MINUTES = env_float("VDI_CONSOLE_IDLE_TIMEOUT_MINUTES", 60.0)
+VDI_CONSOLE_MAX_SESSION_MINUTES = env_float("VDI_CONSOLE_MAX_SESSION_MINUTES", 720.0)
 # Where browsers open console websockets: empty for the portal itself, or the base URL of a
 # separate gateway tier (config/gateway_asgi.py, or websockify with our token plugin), e.g.
 # wss://console.example.com. Its origin must be allowed: add the portal's origin to
 # VDI_CONSOLE_ALLOWED_ORIGINS on the gateway tier.
 VDI_CONSOLE_GATEWAY_URL = os.environ.get("VDI_CONSOLE_GATEWAY_URL", "").rstrip("/")
+# It goes into the Content-Security-Policy header and the console page: a URL and nothing else.
+if VDI_CONSOLE_GATEWAY_URL and not re.fullmatch(r"wss?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?", VDI_CONSOLE_GATEWAY_URL):
+    raise ImproperlyConfigured(
+        f"VDI_CONSOLE_GATEWAY_URL must be ws://HOST[:PORT][/PATH] or wss://..., not {VDI_CONSOLE_GATEWAY_URL!r}")
 # "broker" (our gateway: the VNC password stays on the server) or "websockify" (a stock
 # websockify with broker.console.websockify_plugin; it relays bytes only, so the browser
 # must answer QEMU's VNC authentication itself with the one-time password).
 VDI_CONSOLE_GATEWAY_KIND = os.environ.get("VDI_CONSOLE_GATEWAY_KIND", "broker")
+if VDI_CONSOLE_GATEWAY_KIND not in ("broker", "websockify"):
+    raise ImproperlyConfigured(f"VDI_CONSOLE_GATEWAY_KIND must be 'broker' or 'websockify', not {VDI_CONSOLE_GATEWAY_KIND!r}")
 # Where the gateway learns the console port when a console connects: "live" asks the
 # desktop's host through libvirt at that moment (the portal and any gateway that can reach
 # libvirt); "recorded" uses what the broker read from the live definition when the domain last
@@ -356,29 +364,29 @@ if VDI_CONSOLE_TARGET_LOOKUP not in ("live", "recorded"):
 
 # --- admin dashboard (dashboard/) ------------------------------------------------------------
 # How often a sample of the site (and each hypervisor's usage) is taken; how often the page polls.
-VDI_DASHBOARD_SAMPLE_SECONDS = float(os.environ.get("VDI_DASHBOARD_SAMPLE_SECONDS", "60"))
-VDI_DASHBOARD_POLL_SECONDS = float(os.environ.get("VDI_DASHBOARD_POLL_SECONDS", "5"))
+VDI_DASHBOARD_SAMPLE_SECONDS = env_float("VDI_DASHBOARD_SAMPLE_SECONDS", 60.0, positive=True)
+VDI_DASHBOARD_POLL_SECONDS = env_float("VDI_DASHBOARD_POLL_SECONDS", 5.0, positive=True)
 # Samples of each period are kept this long (24-hour charts); hour roll-ups this long (30 days).
-VDI_DASHBOARD_MINUTE_SAMPLES_DAYS = float(os.environ.get("VDI_DASHBOARD_MINUTE_SAMPLES_DAYS", "2"))
-VDI_DASHBOARD_HOUR_SAMPLES_DAYS = float(os.environ.get("VDI_DASHBOARD_HOUR_SAMPLES_DAYS", "35"))
+VDI_DASHBOARD_MINUTE_SAMPLES_DAYS = env_float("VDI_DASHBOARD_MINUTE_SAMPLES_DAYS", 2.0, positive=True)
+VDI_DASHBOARD_HOUR_SAMPLES_DAYS = env_float("VDI_DASHBOARD_HOUR_SAMPLES_DAYS", 35.0, positive=True)
 
 # --- shared sessions (farms, session hosts and their agents) ---------------------------------
 # Each host's agent is a Celery worker consuming the queue PREFIX + host name.
 VDI_AGENT_QUEUE_PREFIX = os.environ.get("VDI_AGENT_QUEUE_PREFIX", "agent.")
 # How often the beat asks each session host's agent for its load and sessions; a host silent for
 # three periods (at least 30 s) is offline and its sessions are lost.
-VDI_SESSION_HOST_REPORT_SECONDS = float(os.environ.get("VDI_SESSION_HOST_REPORT_SECONDS", "10"))
+VDI_SESSION_HOST_REPORT_SECONDS = env_float("VDI_SESSION_HOST_REPORT_SECONDS", 10.0, positive=True)
 # On a session host (read by its agent): where session state lives, how OS accounts are named
 # ("PREFIX<user id>-<user name>") and where their persistent homes are.
 VDI_SESSION_STATE_DIR = os.environ.get("VDI_SESSION_STATE_DIR", "/var/lib/vdi/sessions")
 VDI_SESSION_ACCOUNT_PREFIX = os.environ.get("VDI_SESSION_ACCOUNT_PREFIX", "vdi-")
 VDI_SESSION_HOME_ROOT = os.environ.get("VDI_SESSION_HOME_ROOT", "/home")
 # How long the portal waits for a session host's agent to answer (a console's password).
-VDI_AGENT_CALL_TIMEOUT_SECONDS = float(os.environ.get("VDI_AGENT_CALL_TIMEOUT_SECONDS", "5"))
+VDI_AGENT_CALL_TIMEOUT_SECONDS = env_float("VDI_AGENT_CALL_TIMEOUT_SECONDS", 5.0, positive=True)
 # Memory overcommit: a running VM desktop with no console open for this long gives part of its
 # memory back to its host (its balloon), until its user connects again. 0: never.
-VDI_BALLOON_IDLE_MINUTES = float(os.environ.get("VDI_BALLOON_IDLE_MINUTES", "15"))
-VDI_BALLOON_IDLE_SHARE = float(os.environ.get("VDI_BALLOON_IDLE_SHARE", "0.5"))  # of the pool's memory kept
+VDI_BALLOON_IDLE_MINUTES = env_float("VDI_BALLOON_IDLE_MINUTES", 15.0)
+VDI_BALLOON_IDLE_SHARE = env_float("VDI_BALLOON_IDLE_SHARE", 0.5, maximum=1.0)  # of the pool's memory kept
 
 # --- REST API (api/) and metrics -----------------------------------------------------------
 REST_FRAMEWORK = {
@@ -415,12 +423,15 @@ SPECTACULAR_SETTINGS = {
 VDI_METRICS_ALLOW = env_list("VDI_METRICS_ALLOW", "127.0.0.1,::1")
 VDI_METRICS_TOKEN = os.environ.get("VDI_METRICS_TOKEN", "")
 # /readyz: how long it waits for a Celery worker to answer a ping, and for Redis.
-VDI_READYZ_TIMEOUT_SECONDS = float(os.environ.get("VDI_READYZ_TIMEOUT_SECONDS", "1.5"))
+VDI_READYZ_TIMEOUT_SECONDS = env_float("VDI_READYZ_TIMEOUT_SECONDS", 1.5, positive=True)
 
+VDI_LOG_LEVEL = os.environ.get("VDI_LOG_LEVEL", "INFO").strip().upper()
+if VDI_LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"VDI_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {VDI_LOG_LEVEL!r}")
 # Logs: JSON lines (or text) with the request id that follows a launch into its Celery tasks
 # (config/logs.py; django-structlog). VDI_LOG_FORMAT=json|text.
 VDI_LOG_FORMAT = log_format(os.environ.get("VDI_LOG_FORMAT", "json"))
-LOGGING = logging_config(fmt=VDI_LOG_FORMAT, level=os.environ.get("VDI_LOG_LEVEL", "INFO"))
+LOGGING = logging_config(fmt=VDI_LOG_FORMAT, level=VDI_LOG_LEVEL)
 configure_structlog()
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
 # An X-Request-ID reaches Django only from a trusted proxy (config/forwarded.py drops the rest).

@@ -11,12 +11,12 @@ Everything else is uvicorn's own code.
 
 from __future__ import annotations
 
-import os
-
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEAD_TIMEOUT_S = float(os.environ.get("VDI_HTTP_HEAD_TIMEOUT_SECONDS", "10"))
+from .env_numbers import env_float
+
+HEAD_TIMEOUT_S = env_float("VDI_HTTP_HEAD_TIMEOUT_SECONDS", 10.0, positive=True)
 
 
 class H11ProtocolWithHeadTimeout(H11Protocol):

@@ -23,6 +23,8 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         self.user_id = None
         if not is_allowed_origin(self.scope):
             return await self.close(code=4403)  # refused before accept: the browser sees a 403
+        if not 0 < self.desktop_id < 2**63:  # no such row; and its group name would be too long (a crash)
+            return await self.close(code=4404)
         # Listen first, then read: a step taken in between is not missed. The login and the
         # first read are one trip to a database thread: under a logon storm each trip waits its
         # turn. No message reaches this page before connect() returns (Channels dispatches one

@@ -52,7 +52,10 @@ def launch(request, pool_id):
         return redirect(second_factor_url(request.user, next_url=reverse("portal:home")))
     application = None
     if request.POST.get("app"):
-        application = get_object_or_404(PublishedApp, pk=request.POST["app"], pool=pool, is_enabled=True)
+        app_id = request.POST["app"]
+        if not (app_id.isascii() and app_id.isdigit()):  # not an id: no such application (was a 500)
+            raise Http404("No such application")
+        application = get_object_or_404(PublishedApp, pk=int(app_id), pool=pool, is_enabled=True)
     try:
         desktop = launch_desktop(user=request.user, pool=pool, application=application)
     except LaunchRefused as refused:

@@ -1,5 +1,62 @@
+import posixpath
+import re
+from urllib.parse import parse_qsl, urlsplit
+
 from django.conf import settings
 from django.db import models
+
+# libvirt URIs an admin may give a host: QEMU over the transports libvirt documents, and the
+# test driver. Not "ext" (runs a command of the URI's choosing on the broker) and none of the
+# query parameters that name a program to run (command=, netcat=).
+LIBVIRT_SCHEMES = {"qemu", "qemu+ssh", "qemu+libssh", "qemu+libssh2", "qemu+tls", "qemu+tcp", "qemu+unix", "test"}
+LIBVIRT_PARAMETERS = {"socket", "keyfile", "no_verify", "no_tty", "pkipath", "known_hosts", "known_hosts_verify",
+                      "sshauth", "mode", "proxy", "name", "tls_priority"}
+_URI_CHARACTERS = re.compile(r"[A-Za-z0-9._~:/?#@!$&'()*+,;=%\[\]-]+")
+_ADDRESS = re.compile(r"[A-Za-z0-9.:-]+|\[[0-9A-Fa-f:.]+\]")
+_POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def libvirt_uri_problem(uri: str) -> str | None:
+    """Why `uri` is not a libvirt URI the broker connects to; None if it is (or is empty)."""
+    if not uri:
+        return None
+    if not _URI_CHARACTERS.fullmatch(uri):
+        return "Spaces and control characters are not allowed in a URI."
+    try:
+        parts = urlsplit(uri)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+    except ValueError as exc:
+        return f"Not a URI: {exc}."
+    if parts.scheme not in LIBVIRT_SCHEMES or "://" not in uri:
+        return f"Use one of {', '.join(sorted(LIBVIRT_SCHEMES))}, e.g. qemu+ssh://admin@host/system."
+    unknown = sorted({key for key, _value in query} - LIBVIRT_PARAMETERS)
+    if unknown:
+        return f"Parameters not allowed here: {', '.join(unknown)}."
+    return None
+
+
+def address_problem(address: str, *, required: bool = False) -> str | None:
+    if not address:
+        return "An address is needed." if required else None
+    if len(address) > 253 or not _ADDRESS.fullmatch(address):
+        return "A host name or an IP address, nothing else."
+    return None
+
+
+def directory_problem(path: str, *, required: bool = False) -> str | None:
+    if not path:
+        return "A directory is needed." if required else None
+    if not path.startswith("/") or "//" in path or posixpath.normpath(path) != path.rstrip("/") or any(
+            ord(char) < 32 or char == "\x7f" for char in path):
+        return "An absolute path, without '..', '//' or control characters."
+    return None
+
+
+def pool_name_problem(name: str) -> str | None:
+    if not _POOL_NAME.fullmatch(name or ""):
+        return "Letters, digits, '.', '_' and '-' only."
+    return None
 
 
 # Callables, so the migration does not freeze one machine's environment into the schema.
@@ -160,5 +217,19 @@ class Host(models.Model):
 
         if self.kind == self.Kind.HYPERVISOR and not self.libvirt_uri:
             raise ValidationError({"libvirt_uri": "A hypervisor needs its libvirt URI."})
+        # What libvirt and the gateway get from these fields: nothing it would run or misread.
+        problems = {field: problem for field, problem in (
+            ("libvirt_uri", libvirt_uri_problem(self.libvirt_uri)),
+            ("migration_uri", libvirt_uri_problem(self.migration_uri)),
+            ("console_address", address_problem(self.console_address, required=True)),
+            ("migration_address", address_problem(self.migration_address)),
+            ("storage_path", directory_problem(self.storage_path, required=True)),
+            ("image_path", directory_problem(self.image_path, required=True)),
+            ("serial_log_dir", directory_problem(self.serial_log_dir)),
+            ("storage_pool", pool_name_problem(self.storage_pool)),
+            ("image_pool", pool_name_problem(self.image_pool)),
+        ) if problem}
+        if problems:
+            raise ValidationError(problems)
         if self.kind == self.Kind.SESSION_HOST and self.farm_id is None:
             raise ValidationError({"farm": "A session host serves one farm: choose it."})

@@ -1,8 +1,45 @@
+import re
+from string import Formatter
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from .hosts import Host
 from .images import GoldenImage
+
+
+# A domain and volume name libvirt gets as it is: no path separators, spaces or quotes.
+SAFE_DESKTOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+DESKTOP_NAME_MAX = 100  # Desktop.name; its data volume adds "-data.qcow2"
+
+
+def naming_pattern_problem(pattern: str, *, pool_name: str) -> str | None:
+    """Why desktops named by `pattern` would not be safe libvirt names; None if they are.
+
+    Only the fields {pool} and {n} (with a format spec, e.g. {n:04d}); no attribute or index
+    lookups ({pool.__class__}, {n[0]}) and no conversions, and every name it gives (any
+    counter up to a billion) is letters, digits, '.', '_' and '-' and fits the name column."""
+    try:
+        fields = [(name, conversion) for _text, name, _spec, conversion in Formatter().parse(pattern)
+                  if name is not None]
+    except ValueError as exc:
+        return f"Use {{pool}} and {{n}} only ({exc})."
+    if any(name not in ("pool", "n") or conversion for name, conversion in fields):
+        return "Use {pool} and {n} only (no other fields, attributes, indexes or conversions)."
+    if "n" not in {name for name, _conversion in fields}:
+        return "The pattern needs {n}, the counter that keeps desktop names apart."
+    try:
+        names = [pattern.format(pool=pool_name, n=n) for n in (1, 10**9)]
+    except (ValueError, TypeError) as exc:
+        return f"Use {{pool}} and {{n}} only ({exc})."
+    from django.conf import settings
+
+    for name in names:
+        if not SAFE_DESKTOP_NAME.fullmatch(name):
+            return f"Desktop names may hold letters, digits, '.', '_' and '-' only (this pattern gives {name!r})."
+        if len(settings.VDI_NAME_PREFIX + name) > DESKTOP_NAME_MAX:
+            return f"Desktop names would be longer than {DESKTOP_NAME_MAX} characters."
+    return None
 
 
 class Pool(models.Model):
@@ -180,7 +217,7 @@ class Pool(models.Model):
         if self.kind == self.Kind.FARM:
             if self.min_spares:
                 raise ValidationError({"min_spares": "A farm starts sessions on demand; it keeps no spares."})
-            if not re.fullmatch(r"\d{3,4}x\d{3,4}", self.session_geometry or ""):
+            if not re.fullmatch(r"[0-9]{3,4}x[0-9]{3,4}", self.session_geometry or ""):  # ASCII: \d takes any script
                 raise ValidationError({"session_geometry": "Write the screen size as WIDTHxHEIGHT, e.g. 1280x800."})
             if self.protocol != self.Protocol.VNC or self.console_protocol_switch:
                 raise ValidationError({"protocol": "A farm's sessions have a VNC console only."})
@@ -190,10 +227,9 @@ class Pool(models.Model):
             raise ValidationError({"image": "Dedicated and floating pools are cloned from a golden image."})
         if self.min_spares > self.max_desktops:
             raise ValidationError({"min_spares": "More spares than the pool's maximum size."})
-        try:
-            self.naming_pattern.format(pool=self.name or "pool", n=1)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValidationError({"naming_pattern": f"Use {{pool}} and {{n}} only ({exc})."}) from exc
+        problem = naming_pattern_problem(self.naming_pattern or "", pool_name=self.name or "pool")
+        if problem:
+            raise ValidationError({"naming_pattern": problem})
         if self.vcpus < 1:
             raise ValidationError({"vcpus": "A desktop needs at least one vCPU."})
         if self.memory_mib < 64:

@@ -7,7 +7,8 @@ from pathlib import Path
 from django.db import transaction
 from django.db.models import Max
 
-from ..hypervisor import VolumeInfo, driver_for_host
+from ..hypervisor import ImageUnavailable, VolumeInfo, driver_for_host
+from ..models.hosts import directory_problem
 from ..models import BrokerEvent, GoldenImage, GoldenImageVersion, Host, Pool
 from .provisioning import prepare_host_storage
 from ..enqueue import enqueue_after_commit
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 def check_image_file(*, path: str, host: Host) -> VolumeInfo:
     """Raises ImageUnavailable (a message for the admin) if `path` is missing, empty or outside
     the host's storage pools."""
+    if directory_problem(path, required=True) or path.endswith("/"):
+        # Checked before libvirt sees it: an absolute file path, no '..', nothing unprintable.
+        raise ImageUnavailable(f"{path!r} is not an absolute path of an image file (no '..', '//' or "
+                               "control characters)")
     prepare_host_storage(host)
     return driver_for_host(host).image_info(path=path)
 
