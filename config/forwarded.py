@@ -47,4 +47,5 @@ def behind_trusted_proxies(app, trusted: str | None = None):
             return await forwarded(scope, receive, send)
         return await app(scope, receive, send)
 
+    asgi.__wrapped__ = app  # what it serves, for whoever lists the routes (tests/hostile)
     return asgi

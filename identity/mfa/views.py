@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_otp import login as otp_login
 from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django.views.decorators.cache import never_cache
 
 from ..models import AuditEvent
 from ..services import audit
@@ -44,6 +45,7 @@ def _who_is_verifying(request):
     return pending.pending_user(request)
 
 
+@never_cache  # a login under way: no copy of this page in any cache
 @require_http_methods(["GET", "POST"])
 def verify(request):
     """The second step: after the password at login, or later when a pool or the admin asks."""
@@ -77,6 +79,7 @@ def verify(request):
     }, status=400 if error else 200)
 
 
+@never_cache
 @require_POST
 def passkey_challenge(request):
     """navigator.credentials.get() options for the user at the second step (or removing a device)."""

@@ -46,6 +46,8 @@ def http_routes(resolver=None, prefix: str = "", namespace: str = "") -> list[Ro
 def websocket_routes(application) -> list[Route]:
     """The websocket URLRouter's routes of an ASGI application (config.asgi, config.gateway_asgi),
     without the catch-all that answers 404."""
+    while hasattr(application, "__wrapped__"):  # config/forwarded.py's wrapper
+        application = application.__wrapped__
     router = application.application_mapping["websocket"]
     routes = []
     for route in router.routes:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from broker.models import GoldenImageVersion, Host, Pool
 from tests.hostile.support import hostile
+from tests.support.mfa import verified_session
 
 pytestmark = pytest.mark.django_db
 
@@ -173,7 +174,7 @@ def test_an_image_path_reaches_libvirt_only_when_it_is_a_plain_absolute_path(sup
 
 
 def test_the_admin_page_answers_a_bad_pattern_with_a_form_error(client, superuser, image):
-    client.force_login(superuser, backend="django.contrib.auth.backends.ModelBackend")
+    verified_session(client, superuser)
     response = client.post(reverse("admin:broker_pool_add"), {
         "name": "desk", "display_name": "Desk", "kind": "dedicated", "image": image.pk, "vcpus": "1",
         "memory_mib": "256", "protocol": "vnc", "naming_pattern": "{pool.nothing}-{n}",
@@ -221,7 +222,7 @@ def test_no_query_string_breaks_an_admin_list(client, superuser, index, query):
     """Every model the admin registers: its list page with any search, ordering, filter and page."""
     models = sorted(django_admin.site._registry, key=lambda model: model._meta.label)
     model = models[index % len(models)]
-    client.force_login(superuser, backend="django.contrib.auth.backends.ModelBackend")
+    verified_session(client, superuser)
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     response = client.get(url, query)
     assert response.status_code in (200, 302, 400, 403, 404), (model._meta.label, query, response.status_code)

@@ -43,7 +43,7 @@ def test_a_staff_user_without_a_device_is_sent_to_enrol_and_the_admin_stays_clos
     page.click("#authenticator-confirm button")
     page.wait_for_load_state()
     page.goto(f"{base}/admin/")
-    assert page.url == f"{base}/admin/" and "Site administration" in page.content()
+    assert page.url == f"{base}/admin/" and "VDI broker administration" in page.content()
     assert page.request.get(f"{base}/api/v1/pools/").status == 200
 
 
@@ -61,7 +61,7 @@ def test_the_admin_refuses_a_staff_login_until_the_second_step(live_stack, brows
     assert "/login/verify/" in page.url
 
     page.goto(f"{base}/admin/")  # the password alone opens nothing
-    assert "Site administration" not in page.content() and "/login/" in page.url
+    assert "VDI broker administration" not in page.content() and "/login/" in page.url
     assert page.request.get(f"{base}/api/v1/pools/").status in (401, 403)
 
     page.fill("input[name=username]", "chief")
@@ -69,4 +69,4 @@ def test_the_admin_refuses_a_staff_login_until_the_second_step(live_stack, brows
     page.click("button[type=submit]")
     page.wait_for_load_state()
     type_code(page, fresh_totp(device))
-    assert page.url == f"{base}/admin/" and "Site administration" in page.content()
+    assert page.url == f"{base}/admin/" and "VDI broker administration" in page.content()
