@@ -1,9 +1,12 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
+    # OpenID Connect single sign-on (identity/oidc), when VDI_OIDC_ISSUER is set.
+    *([path("oidc/", include("identity.oidc.urls"))] if settings.OIDC_ENABLED else []),
     path("", include("api.health_urls")),
     path("", include("portal.urls")),
 ]

@@ -1,5 +1,6 @@
 from .audit import AuditEvent
 from .directory import DirectoryAccount, DirectoryGroup
+from .oidc import OidcIdentity, OidcLoginSession, OidcLogoutToken
 from .sync_runs import DirectorySyncRun
 from .throttle import KnownLoginAddress, LoginFailure, LoginLockout
 
@@ -11,4 +12,7 @@ __all__ = [
     "KnownLoginAddress",
     "LoginFailure",
     "LoginLockout",
+    "OidcIdentity",
+    "OidcLoginSession",
+    "OidcLogoutToken",
 ]
