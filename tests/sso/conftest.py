@@ -30,7 +30,8 @@ def oidc_provider_and_stack(django_db_setup, django_db_blocker, tmp_path_factory
     workdir = tmp_path_factory.mktemp("oidc-provider")
     provider_port = free_port()
     stack = SsoStack({})
-    provider = OidcProvider(workdir, portal_url=stack.base_url, port=provider_port)
+    provider = OidcProvider(workdir, portal_url=stack.base_url, port=provider_port,
+                            log_file=stack.log_dir / "oidc-provider.log")
     stack.extra_env = provider.portal_env()
     provider.start()
     try:

@@ -35,7 +35,7 @@ def node() -> str:
 
 
 class OidcProvider:
-    def __init__(self, workdir: Path, portal_url: str, port: int | None = None):
+    def __init__(self, workdir: Path, portal_url: str, port: int | None = None, log_file: Path | None = None):
         self.workdir = workdir
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -45,7 +45,7 @@ class OidcProvider:
         self.kid = uuid.uuid4().hex[:16]
         self.accounts_file = workdir / "accounts.json"
         self.config_file = workdir / "provider.json"
-        self.log_file = workdir / "provider.log"
+        self.log_file = log_file or workdir / "provider.log"
         self.process: subprocess.Popen | None = None
         self.accounts: dict = {}
 
@@ -78,6 +78,7 @@ class OidcProvider:
 
     def _config(self) -> dict:
         private_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key))
+        private_jwk.pop("key_ops", None)  # PyJWT says ["sign"]; the provider verifies its ID token hints with it too
         private_jwk.update({"kid": self.kid, "alg": "RS256", "use": "sig"})
         portal = self.portal_url.rstrip("/")
         return {

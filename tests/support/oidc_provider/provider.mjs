@@ -46,9 +46,22 @@ const provider = new Provider(config.issuer, {
     await grant.save();
     return grant;
   },
+  // The provider guards its outgoing requests (back-channel logout) against loopback and other
+  // special-use addresses; the portal under test lives on loopback, so the guard is off here.
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   ttl: { Session: 3600, Grant: 3600, Interaction: 600, AccessToken: 600, AuthorizationCode: 60, IdToken: 600 },
 });
 provider.proxy = false;
+for (const event of ['end_session.error', 'server_error', 'backchannel.error', 'grant.error', 'authorization.error']) {
+  provider.on(event, (...args) => {
+    const error = args.find((arg) => arg instanceof Error);
+    console.error(event, error?.message, error?.error_description || '', error?.cause?.message || '');
+  });
+}
+provider.on('backchannel.success', () => console.log('backchannel.success'));
 
 provider.listen(config.port, '127.0.0.1', () => {
   console.log(`oidc-provider listening on ${config.issuer}`);
