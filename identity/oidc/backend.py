@@ -46,14 +46,18 @@ class OidcBackend(OIDCAuthenticationBackend):
         self.use_provider(discovery.provider_metadata())
         return super().authenticate(request, **kwargs)
 
-    def _verify_jws(self, payload, key):
+    def _algorithm_of(self, token) -> str:
         try:
-            header = jwt.get_unverified_header(payload)
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise SsoRefusal("the ID token is not a signed token") from None
         algorithm = header.get("alg", "")
         if algorithm not in self.metadata.signing_algorithms or algorithm == "none" or algorithm.startswith("HS"):
             raise SsoRefusal(f"the ID token is signed with {algorithm!r}, which this provider does not use")
+        return algorithm
+
+    def _verify_jws(self, payload, key):
+        algorithm = self._algorithm_of(payload)
         try:
             claims = jwt.decode(
                 payload, key, algorithms=[algorithm], audience=self.OIDC_RP_CLIENT_ID,
@@ -86,6 +90,7 @@ class OidcBackend(OIDCAuthenticationBackend):
     def verify_token(self, token, **kwargs):
         if not token:
             raise SsoRefusal("the provider sent no ID token")
+        self._algorithm_of(token)  # before its key is looked for
         try:
             return super().verify_token(token, **kwargs)
         except SsoRefusal:
