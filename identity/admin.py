@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from . import selectors
 from .forms import AdminLoginForm
-from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout
+from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout, OidcIdentity
 from .services import audit, sync, throttling
 from .services.preprovision import PreprovisionRefused, dedicated_pools_of, preprovision_pool_for_group
 
@@ -190,3 +190,16 @@ class DirectoryAccountAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="Active", ordering="user__is_active")
     def is_active(self, account):
         return account.user.is_active
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(ReadOnlyAdmin):
+    """Which account each identity provider subject opens. Deleting a link lets the subject's next
+    sign-in link again (to the account named by its user-name claim)."""
+
+    list_display = ["user", "subject", "issuer", "created_at", "last_login_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser

@@ -107,6 +107,8 @@ class OidcBackend(OIDCAuthenticationBackend):
 
     def get_or_create_user(self, access_token, id_token, payload):
         claims = self.get_userinfo(access_token, id_token, payload)
+        # For the audit log of a refusal: who the provider said this was.
+        self.request.sso_username = str(claims.get(settings.VDI_OIDC_USERNAME_CLAIM) or "")[:150]
         try:
             user = accounts.user_for_provider_login(request=self.request, issuer=payload["iss"],
                                                     subject=payload["sub"], claims=claims)
@@ -127,6 +129,8 @@ class OidcBackend(OIDCAuthenticationBackend):
 
     def get_or_create_user(self, access_token, id_token, payload):
         claims = self.get_userinfo(access_token, id_token, payload)
+        # For the audit log of a refusal: who the provider said this was.
+        self.request.sso_username = str(claims.get(settings.VDI_OIDC_USERNAME_CLAIM) or "")[:150]
         try:
             user = accounts.user_for_provider_login(request=self.request, issuer=payload["iss"],
                                                     subject=payload["sub"], claims=claims)

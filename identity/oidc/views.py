@@ -31,7 +31,7 @@ def provider_name() -> str:
 
 def refused_page(request, reason: str, *, status: int = 400):
     audit.record_event(kind=AuditEvent.Kind.SSO_LOGIN_FAILED, request=request,
-                       message=f"via {provider_name()}: {reason}")
+                       username=getattr(request, "sso_username", ""), message=f"via {provider_name()}: {reason}")
     return render(request, "portal/sso_failed.html", {"provider_name": provider_name(), "reason": reason},
                   status=status)
 

@@ -102,7 +102,8 @@ def test_a_group_removed_at_the_provider_takes_effect_at_the_next_login(sso_stac
     assert "no access to any desktop" in page.inner_text(".sso-refused")
     dave.refresh_from_db()
     assert not dave.is_active
-    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SSO_LOGIN_FAILED, message__contains="no access").exists()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SSO_LOGIN_FAILED, username="dave",
+                                     message__contains="no access").exists()
 
 
 def test_logging_out_at_the_provider_closes_the_open_console(sso_stack, oidc_provider, browser, pools):

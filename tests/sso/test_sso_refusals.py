@@ -75,6 +75,8 @@ def test_a_callback_replayed_is_refused_here_and_elsewhere(sso_stack, oidc_provi
     stolen = requests.get(callbacks[0], timeout=10, allow_redirects=False)
     assert stolen.status_code == 403 and "not started here" in stolen.text
     assert OidcLoginSession.objects.filter(user__username="frank").count() == 1
+    code = dict(parse_qsl(urlsplit(callbacks[0]).query))["code"]
+    assert code not in sso_stack.logs()  # the refused replays' log lines are scrubbed
 
 
 def test_an_id_token_with_another_nonce_is_refused(sso_stack, oidc_provider, browser, frank):
