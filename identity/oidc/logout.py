@@ -65,6 +65,9 @@ def remember_login_session(*, request, issuer: str, subject: str, sid: str) -> N
     if not session_key:
         request.session.save()
         session_key = request.session.session_key
+    # Rows of sessions that expired on their own since (no logout told us) go.
+    OidcLoginSession.objects.filter(
+        created_at__lt=timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)).delete()
     OidcLoginSession.objects.update_or_create(
         session_key=session_key,
         defaults={"user": request.user, "issuer": issuer, "subject": subject, "sid": sid or ""},

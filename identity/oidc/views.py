@@ -3,6 +3,7 @@ logout endpoint. The flow itself (state, nonce, PKCE, the code exchange) is mozi
 these subclasses add discovery, a clear page for every refusal (never a 500), and the audit log."""
 
 import logging
+import time
 from urllib.parse import urlencode
 
 import requests
@@ -23,6 +24,8 @@ from ..services import audit
 from . import discovery, logout
 
 log = logging.getLogger(__name__)
+# A sign-in not finished at the provider within this time is refused when it comes back.
+STATE_MAX_AGE_SECONDS = 600
 
 
 def provider_name() -> str:
@@ -59,6 +62,9 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def get(self, request):
         if "state" not in request.GET and "error" not in request.GET:
             return refused_page(request, "This sign-in answer is incomplete (no state).")
+        if self._state_expired(request):
+            return refused_page(request, "Sign-in refused: this sign-in was started too long ago (state expired). "
+                                         "Sign in again.")
         try:
             return super().get(request)
         except SuspiciousOperation as exc:
@@ -83,6 +89,17 @@ class CallbackView(OIDCAuthenticationCallbackView):
         except requests.RequestException as exc:
             log.warning("single sign-on: provider error: %s", exc.__class__.__name__)
             return refused_page(request, f"{provider_name()} did not answer; try again in a few minutes.", status=503)
+
+    @staticmethod
+    def _state_expired(request) -> bool:
+        """A state older than STATE_MAX_AGE_SECONDS is spent unused: dropped, and refused."""
+        states = request.session.get("oidc_states")
+        entry = states.get(request.GET.get("state", "")) if isinstance(states, dict) else None
+        if entry is None or time.time() - float(entry.get("added_on", 0)) <= STATE_MAX_AGE_SECONDS:
+            return False
+        del states[request.GET["state"]]
+        request.session.modified = True
+        return True
 
     def login_failure(self):
         request = self.request

@@ -12,6 +12,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.sessions.backends.db import SessionStore
 
 from broker.models import Entitlement
 from config.oidc import oidc_settings_from_env
@@ -77,6 +78,27 @@ def test_a_callback_replayed_is_refused_here_and_elsewhere(sso_stack, oidc_provi
     assert OidcLoginSession.objects.filter(user__username="frank").count() == 1
     code = dict(parse_qsl(urlsplit(callbacks[0]).query))["code"]
     assert code not in sso_stack.logs()  # the refused replays' log lines are scrubbed
+
+
+def test_a_sign_in_started_too_long_ago_is_refused(sso_stack, oidc_provider, browser, frank):
+    page = browser.new_page()
+    page.goto(f"{sso_stack.base_url}/login/")
+    page.click("text=Sign in with Test IdP")
+    page.wait_for_selector("input[name=login]")
+    # Eleven minutes pass at the provider's login form.
+    session_key = next(c["value"] for c in browser.cookies(sso_stack.base_url) if c["name"] == "sessionid")
+    session = SessionStore(session_key=session_key)
+    states = session["oidc_states"]
+    for entry in states.values():
+        entry["added_on"] -= 660
+    session["oidc_states"] = states
+    session.save()
+
+    page.fill("input[name=login]", frank)
+    page.fill("input[name=password]", "any")
+    page.click("button[type=submit]")
+    assert "started too long ago (state expired)" in refusal_text(page)
+    assert not User.objects.filter(username="frank").exists()
 
 
 def test_an_id_token_with_another_nonce_is_refused(sso_stack, oidc_provider, browser, frank):
