@@ -82,9 +82,7 @@ class OidcBackend(OIDCAuthenticationBackend):
     def retrieve_matching_jwk(self, token):
         try:
             return super().retrieve_matching_jwk(token)
-        except (KeyError, jwt.PyJWTError):
-            raise SsoRefusal("the ID token names no signing key of the provider") from None
-        except SuspiciousOperation:
+        except (KeyError, jwt.PyJWTError, SuspiciousOperation):
             raise SsoRefusal("the ID token names no signing key of the provider") from None
 
     def verify_token(self, token, **kwargs):
@@ -119,32 +117,6 @@ class OidcBackend(OIDCAuthenticationBackend):
         # Kept for the back-channel logout: which provider session this portal session is part of.
         self.request.oidc_login = {"issuer": payload["iss"], "subject": payload["sub"], "sid": payload.get("sid", "")}
         return user
-
-    def get_userinfo(self, access_token, id_token, payload):
-        userinfo = super().get_userinfo(access_token, id_token, payload)
-        # OpenID Connect Core 5.3.2: the userinfo must be about the ID token's subject.
-        if userinfo.get("sub") != payload["sub"]:
-            raise SsoRefusal("the provider's user information is about someone else")
-        return {**payload, **userinfo}
-
-    def get_or_create_user(self, access_token, id_token, payload):
-        claims = self.get_userinfo(access_token, id_token, payload)
-        # For the audit log of a refusal: who the provider said this was.
-        self.request.sso_username = str(claims.get(settings.VDI_OIDC_USERNAME_CLAIM) or "")[:150]
-        try:
-            user = accounts.user_for_provider_login(request=self.request, issuer=payload["iss"],
-                                                    subject=payload["sub"], claims=claims)
-        except accounts.SsoRefused as refused:
-            # mozilla-django-oidc turns this into "no user"; the callback view shows the reason.
-            self.request.sso_refusal = refused.message
-            raise SsoRefusal(refused.message) from None
-        # Kept for the back-channel logout: which provider session this portal session is part of.
-        self.request.oidc_login = {"issuer": payload["iss"], "subject": payload["sub"], "sid": payload.get("sid", "")}
-        return user
-
-    def authenticate_refusing(self, *args, **kwargs):  # pragma: no cover - documentation only
-        """mozilla-django-oidc catches SuspiciousOperation from get_or_create_user and returns
-        None; CallbackView reads the reason it left (see views.py)."""
 
     def get_user(self, user_id):
         user = super().get_user(user_id)

@@ -22,6 +22,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from ..models import AuditEvent
 from ..services import audit
 from . import discovery, logout
+from .backend import SsoRefusal
 
 log = logging.getLogger(__name__)
 # A sign-in not finished at the provider within this time is refused when it comes back.
@@ -69,8 +70,8 @@ class CallbackView(OIDCAuthenticationCallbackView):
             return super().get(request)
         except SuspiciousOperation as exc:
             # A state not issued to this browser, used already, or an ID token refused.
-            reason = str(exc) if exc.__class__.__name__ == "SsoRefusal" else "this sign-in was not started here " \
-                "or was used already (state)"
+            reason = str(exc) if isinstance(exc, SsoRefusal) else "this sign-in was not started here or was used " \
+                "already (state)"
             log.warning("single sign-on refused: %s", reason)
             return refused_page(request, f"Sign-in refused: {reason}.")
         except discovery.ProviderUnavailable:
@@ -82,9 +83,10 @@ class CallbackView(OIDCAuthenticationCallbackView):
                 code = response.json().get("error", "") if response is not None else ""
             except ValueError:
                 pass
-            log.warning("single sign-on: the token request was refused: %s %s", getattr(response, "status_code", ""),
+            log.warning("single sign-on: the provider refused a request: %s %s", getattr(response, "status_code", ""),
                         code)
-            return refused_page(request, f"Sign-in refused: {provider_name()} did not accept this sign-in's code"
+            what = "this sign-in's code" if str(exc).startswith("Get Token Error") else "this sign-in"
+            return refused_page(request, f"Sign-in refused: {provider_name()} did not accept {what}"
                                          f"{f' ({code})' if code else ''}.")
         except requests.RequestException as exc:
             log.warning("single sign-on: provider error: %s", exc.__class__.__name__)
