@@ -1,11 +1,13 @@
 """Logging filters. Console tickets travel in the websocket URL's query string, and uvicorn
-logs each websocket handshake with its path: scrub the ticket before any handler sees it."""
+logs each websocket handshake with its path: scrub the ticket before any handler sees it. The
+same goes for single sign-on's authorization codes and ID token hints in URLs."""
 
 import logging
 import re
 
-# `ticket=` in our gateway's URLs, `token=` in websockify's.
-_TICKET = re.compile(r"((?:ticket|token)=)[^&\s\"']+")
+# `ticket=` in our gateway's URLs, `token=` in websockify's; `code=` (a URL parameter only, not
+# a console close code) and `id_token_hint=` in single sign-on's.
+_TICKET = re.compile(r"((?:ticket|token|id_token_hint)=|[?&]code=)[^&\s\"']+")
 
 
 class ScrubConsoleTickets(logging.Filter):
@@ -13,7 +15,7 @@ class ScrubConsoleTickets(logging.Filter):
         if isinstance(record.msg, dict):  # a structlog event: scrub_secrets below sees it whole
             return True
         message = record.getMessage()
-        if "ticket=" in message or "token=" in message:
+        if "ticket=" in message or "token=" in message or "code=" in message or "hint=" in message:
             record.msg, record.args = _TICKET.sub(r"\1[redacted]", message), ()
         return True
 

@@ -24,12 +24,22 @@ def _gateway_origin() -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _identity_provider_origin() -> str:
+    # The portal's logout form ends in a redirect to the provider's end_session_endpoint, which
+    # Chromium checks against form-action.
+    if not getattr(settings, "OIDC_ENABLED", False):
+        return ""
+    parts = urlsplit(settings.VDI_OIDC_ISSUER)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def content_security_policy(request) -> str:
     own_websocket = f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
     connect = " ".join(filter(None, ["'self'", own_websocket, _gateway_origin()]))
+    form_action = " ".join(filter(None, ["'self'", _identity_provider_origin()]))
     return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data: blob:; media-src 'self' blob:; "
-            f"connect-src {connect}; object-src 'none'; base-uri 'self'; form-action 'self'; "
+            f"connect-src {connect}; object-src 'none'; base-uri 'self'; form-action {form_action}; "
             "frame-ancestors 'none'")
 
 

@@ -156,12 +156,15 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # LDAP (django-auth-ldap) and login throttling, from AUTH_LDAP_* and VDI_LOGIN_* variables.
 from .ldap import *  # noqa: E402,F401,F403
+# OpenID Connect single sign-on (mozilla-django-oidc), from VDI_OIDC_* variables.
+from .oidc import *  # noqa: E402,F401,F403
 
 # Locked-out accounts and addresses are refused before any password check; then the directory
 # (when AUTH_LDAP_SERVER_URI is set); then local accounts (admins, break-glass).
 AUTHENTICATION_BACKENDS = [
     "identity.backends.LoginThrottleBackend",
     *(["identity.backends.DirectoryBackend"] if LDAP_ENABLED else []),  # noqa: F405
+    *(["identity.oidc.backend.OidcBackend"] if OIDC_ENABLED else []),  # noqa: F405
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "portal:login"

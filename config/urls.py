@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -5,6 +6,8 @@ urlpatterns = [
     path("admin/dashboard/", include("dashboard.urls")),  # before the admin's own app pages
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
+    # OpenID Connect single sign-on (identity/oidc), when VDI_OIDC_ISSUER is set.
+    *([path("oidc/", include("identity.oidc.urls"))] if settings.OIDC_ENABLED else []),
     path("", include("api.health_urls")),
     path("", include("identity.mfa.urls")),  # the second login step and the account page
     path("", include("portal.urls")),

@@ -12,7 +12,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import selectors
 from .forms import AdminLoginForm
-from .models import AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout, PasskeyDevice
+from .models import (AuditEvent, DirectoryAccount, DirectoryGroup, DirectorySyncRun, LoginLockout, OidcIdentity,
+                     PasskeyDevice)
 from .services import audit, sync, throttling
 from .services.preprovision import PreprovisionRefused, dedicated_pools_of, start_preprovision
 
@@ -251,3 +252,16 @@ for _model in (TOTPDevice, StaticDevice):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, SecondFactorAdmin)
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(ReadOnlyAdmin):
+    """Which account each identity provider subject opens. Deleting a link lets the subject's next
+    sign-in link again (to the account named by its user-name claim)."""
+
+    list_display = ["user", "subject", "issuer", "created_at", "last_login_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser

@@ -50,6 +50,12 @@ class DirectoryBackend(LDAPBackend):
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is None:
             return None  # wrong password, unknown user, or a directory error (receivers.py flags it)
+        return self.finish_directory_login(request, user)
+
+    def finish_directory_login(self, request, user):
+        """After the directory found `user` (a password login, or a single sign-on matched to
+        the directory): mirror their directory groups and apply the sync's activity rule.
+        Returns the user, or None with the reason left on the request."""
         ldap_user = user.ldap_user
         try:
             group_type = self.settings.GROUP_TYPE

@@ -1,6 +1,7 @@
 """Signal receivers: logins and failures feed the throttle and the audit log; directory errors
 during a login are told apart from wrong passwords; admin changes are audited."""
 
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import post_save
@@ -35,6 +36,8 @@ def fit_directory_values_to_the_user(sender, user, ldap_user, **kwargs):
 
 @receiver(user_login_failed)
 def login_failed(sender, credentials, request=None, **kwargs):
+    if "nonce" in credentials:
+        return  # a single sign-on callback: identity/oidc/views.py records why it failed
     username = str(credentials.get("username") or "")
     address = client_address_of(request)
     refusal = refusals.refusal_of(request)
@@ -56,12 +59,20 @@ def login_failed(sender, credentials, request=None, **kwargs):
 def logged_in(sender, request, user, **kwargs):
     address = client_address_of(request)
     throttling.record_successful_login(username=user.get_username(), address=address)
-    via = "directory" if getattr(user, "backend", "").endswith("DirectoryBackend") else "local account"
+    backend = getattr(user, "backend", "")
+    if backend.endswith("OidcBackend"):
+        via = f"single sign-on ({settings.VDI_OIDC_PROVIDER_NAME})"
+    else:
+        via = "directory" if backend.endswith("DirectoryBackend") else "local account"
     audit.record_event(kind=Kind.LOGIN, request=request, actor=user, client_address=address, message=f"via {via}")
 
 
 @receiver(user_logged_out)
 def logged_out(sender, request, user, **kwargs):
+    if settings.OIDC_ENABLED:
+        from .oidc.logout import forget_login_session
+
+        forget_login_session(getattr(getattr(request, "session", None), "session_key", None))
     if user is not None:
         audit.record_event(kind=Kind.LOGOUT, request=request, actor=user)
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
 
@@ -17,3 +18,11 @@ class PortalLoginView(auth_views.LoginView):
             pending.begin(self.request, user, next_url=self.get_success_url())
             return redirect("mfa:verify")
         return super().form_valid(form)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        if settings.OIDC_ENABLED:
+            from .oidc.views import single_sign_on_offer
+
+            context["sso"] = single_sign_on_offer(next_url=context.get("next", ""))
+        return context

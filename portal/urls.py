@@ -1,6 +1,6 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from identity.oidc.views import PortalLogoutView
 from identity.views import PortalLoginView
 
 from . import views
@@ -11,7 +11,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     # Directory (LDAP) or local account; says "locked out" and "directory unavailable" (identity/).
     path("login/", PortalLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Also ends the identity provider's session for a single sign-on login (identity/oidc).
+    path("logout/", PortalLogoutView.as_view(), name="logout"),
     path("pools/<int:pool_id>/launch/", views.launch, name="launch"),
     path("desktops/<int:desktop_id>/", views.desktop_page, name="desktop"),
     path("desktops/<int:desktop_id>/status/", views.desktop_status, name="desktop-status"),

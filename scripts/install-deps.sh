@@ -60,3 +60,14 @@ if [ "$(cat node_modules/.vdi-stamp 2>/dev/null)" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" > node_modules/.vdi-stamp
 fi
+if [ "${1:-}" = "--test" ]; then
+  # The single sign-on tests' OpenID Connect provider (tests/support/oidc_provider): panva's
+  # oidc-provider, pinned in its own package.json, run by the tests under Node.
+  provider=tests/support/oidc_provider
+  want=$(sha256sum "$provider/package.json" "$provider/package-lock.json" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$provider/node_modules/.vdi-stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the tests' OpenID Connect provider from npm (oidc-provider)"
+    (cd "$provider" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$provider/node_modules/.vdi-stamp"
+  fi
+fi

@@ -1,5 +1,6 @@
 from .audit import AuditEvent
 from .directory import DirectoryAccount, DirectoryGroup
+from .oidc import OidcIdentity, OidcLoginSession, OidcLogoutToken
 from .passkeys import PasskeyDevice
 from .sync_runs import DirectorySyncRun
 from .throttle import KnownLoginAddress, LoginFailure, LoginLockout
@@ -13,4 +14,7 @@ __all__ = [
     "LoginFailure",
     "LoginLockout",
     "PasskeyDevice",
+    "OidcIdentity",
+    "OidcLoginSession",
+    "OidcLogoutToken",
 ]

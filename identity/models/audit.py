@@ -11,6 +11,8 @@ class AuditEvent(models.Model):
         LOGIN_FAILED = "login_failed", "Login failed"
         LOGIN_REFUSED = "login_refused", "Login refused"
         LOGOUT = "logout", "Logout"
+        SSO_LOGIN_FAILED = "sso_failed", "Single sign-on refused"
+        SSO_LOGOUT = "sso_logout", "Logged out by the identity provider"
         LOCKOUT = "lockout", "Lockout"
         LOCKOUT_CLEARED = "lockout_cleared", "Lockout cleared"
         LAUNCH = "launch", "Desktop launch"
