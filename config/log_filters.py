@@ -8,6 +8,7 @@ import re
 # `ticket=` in our gateway's URLs, `token=` in websockify's; `code=` (a URL parameter only, not
 # a console close code) and `id_token_hint=` in single sign-on's.
 _TICKET = re.compile(r"((?:ticket|token|id_token_hint)=|[?&]code=)[^&\s\"']+")
+_MAY_HOLD_A_SECRET = re.compile(r"ticket=|token=|hint=|code=")
 
 
 class ScrubConsoleTickets(logging.Filter):
@@ -29,13 +30,18 @@ _SECRET_KEYS = re.compile(r"(.*_)?(password|passwd|secret|token|ticket|authoriza
 
 def _scrubbed(value):
     if isinstance(value, str):
-        return _TICKET.sub(r"\1[redacted]", value) if ("ticket=" in value or "token=" in value) else value
+        return _TICKET.sub(r"\1[redacted]", value) if _MAY_HOLD_A_SECRET.search(value) else value
     if isinstance(value, dict):
         return {k: "[redacted]" if isinstance(k, str) and _SECRET_KEYS.fullmatch(k) else _scrubbed(v)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    # Any other object is rendered as its text (django.request logs the request object itself,
+    # whose text is its URL with the query): scrub that text.
+    text = str(value)
+    return _TICKET.sub(r"\1[redacted]", text) if _MAY_HOLD_A_SECRET.search(text) else value
 
 
 def scrub_secrets(logger, method_name, event_dict):

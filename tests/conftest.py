@@ -58,7 +58,7 @@ def _remove_this_tests_guests(request):
     """Tests on the live stack create guests through the worker; remove them after each test,
     so the next test's pool (same names, fresh database) starts on a clean host."""
     yield
-    if "live_stack" in request.fixturenames:
+    if {"live_stack", "sso_stack"} & set(request.fixturenames):
         from tests.support.libvirt_cleanup import remove_test_leftovers
 
         remove_test_leftovers(only_ours=True)

@@ -20,9 +20,16 @@ class SsoStack(LiveStack):
     def __init__(self, extra_env: dict):
         super().__init__()
         self.extra_env = extra_env
+        # It lives as long as the session, beside the suite's own live stack: its own queue (its
+        # worker must not take the other stack's tasks) and its own logs.
+        self.log_dir = self.log_dir / "sso"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict:
-        return {**super().env(), **self.extra_env}
+        from django.conf import settings
+
+        return {**super().env(), "CELERY_TASK_DEFAULT_QUEUE": f"{settings.CELERY_TASK_DEFAULT_QUEUE}-sso",
+                **self.extra_env}
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The identity provider down: the login page still offers the password form and says single
-sign-on is unavailable; a local (break-glass) account logs in; SSO comes back by itself."""
+sign-on is unavailable; a local (break-glass) staff account logs in with its second factor; SSO
+comes back by itself."""
 
 import time
 
@@ -11,7 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_local_accounts_log_in_while_the_provider_is_down(sso_stack, oidc_provider, browser, django_user_model):
-    django_user_model.objects.create_user("breakglass", password="a-long-Local-password-1", is_staff=True)
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.support.mfa import totp_code
+
+    breakglass = django_user_model.objects.create_user("breakglass", password="a-long-Local-password-1", is_staff=True)
+    device = TOTPDevice.objects.create(user=breakglass, name="phone", confirmed=True)  # staff: with MFA
     oidc_provider.stop()
     time.sleep(3)  # past the portal's discovery cache (VDI_OIDC_DISCOVERY_CACHE_SECONDS=2 in the tests)
     page = browser.new_page()
@@ -26,6 +32,8 @@ def test_local_accounts_log_in_while_the_provider_is_down(sso_stack, oidc_provid
     page.fill("input[name=username]", "breakglass")
     page.fill("input[name=password]", "a-long-Local-password-1")
     page.click("button[type=submit]")
+    page.fill("#code-form input[name=code]", totp_code(device.key))  # the second step, local too
+    page.click("#code-form button[type=submit]")
     page.wait_for_selector("text=My desktops")
 
     # The provider back: the button returns once the failure is no longer remembered (15 s).
