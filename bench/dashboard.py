@@ -16,19 +16,16 @@ is one JSON object; progress to stderr. Target: < 300 ms each.
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import scale  # noqa: E402
+from bench import launch, scale  # noqa: E402
 from bench.launch import BenchAborted, progress  # noqa: E402
 
 TARGET_MS = 300.0
@@ -145,26 +142,8 @@ def run(args, var_dir: Path, state: dict):
 
 def main() -> int:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    var_dir = Path(tempfile.mkdtemp(prefix=scale.NAME_PREFIX))
-    state: dict = {}
-    result = None
-    try:
-        result = run(args, var_dir, state)
-    except BenchAborted as exc:
-        progress(f"aborted: {exc}")
-    except KeyboardInterrupt:
-        progress("interrupted")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        progress("cleaning up")
-        left = scale.clean_up(args, state, var_dir)
-    if result is None or left:
-        return 1
-    table, summary = result
-    print(table)
-    print(json.dumps(summary))
-    return 0
+    return launch.run_bench(run, args=args, temp_prefix=scale.NAME_PREFIX, report_failure=None,
+                            clean_up=lambda state, var_dir: scale.clean_up(args, state, var_dir))
 
 
 if __name__ == "__main__":
