@@ -107,7 +107,6 @@ def run(args, var_dir: Path, state: dict):
     import django
 
     django.setup()
-    from django.test import Client
 
     t0 = time.perf_counter()
     progress(f"building the site: {args.hosts} hosts, {args.desktops} desktops")
@@ -115,8 +114,7 @@ def run(args, var_dir: Path, state: dict):
     extra = add_history(site)
     progress(f"site built in {time.perf_counter() - t0:.1f} s")
 
-    client = Client()
-    client.force_login(site.admin)
+    client = scale.admin_client(site)
     results = {}
     for name, url in URLS.items():
         progress(f"GET {url}")
