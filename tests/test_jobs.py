@@ -19,6 +19,7 @@ from broker.services.live_migration import start_drain
 from broker.services.recompose import start_recompose
 from tests.support.tasks import tasks_among
 from tests.support.mfa import verified_session
+from tests.support.waiting import wait_until
 
 S = DesktopState
 
@@ -133,6 +134,9 @@ def test_the_admin_watches_a_checksum_move_and_cancels_it_between_blocks(tmp_pat
     client.post(reverse("admin:broker_job_changelist"), {"action": "cancel_jobs", "_selected_action": [job.pk]})
     worker.join(60)
     assert not worker.is_alive()
+    # Whoever runs it stops at its next block: this thread, or the live stack's worker when one
+    # runs for other tests of the session (its task was sent too; the first to claim it runs it).
+    wait_until(lambda: Job.objects.get(pk=job.pk).state != Job.State.RUNNING, timeout=60, what="the job to stop")
     job.refresh_from_db()
     assert job.state == Job.State.CANCELLED and job.cancel_requested
     assert 0 < job.done < job.total == 6 * 2**30
