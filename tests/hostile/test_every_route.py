@@ -197,8 +197,19 @@ def basename_of(route) -> str:
 
 def ws_applications():
     from config.asgi import application
-    from config.gateway_asgi import application as gateway_application
 
+    # The gateway tier's module sets VDI_CONSOLE_TARGET_LOOKUP=recorded in the environment as it
+    # is imported (its own process has no libvirt). Not in this one: every live stack started
+    # later inherits this environment, and a portal looking consoles up from the record instead
+    # of the live domain failed the console-target tests that came after these.
+    had = os.environ.get("VDI_CONSOLE_TARGET_LOOKUP")
+    try:
+        from config.gateway_asgi import application as gateway_application
+    finally:
+        if had is None:
+            os.environ.pop("VDI_CONSOLE_TARGET_LOOKUP", None)
+        else:
+            os.environ["VDI_CONSOLE_TARGET_LOOKUP"] = had
     return {"portal": application, "gateway tier": gateway_application}
 
 
