@@ -12,9 +12,7 @@ table goes to stdout, its last line is one JSON object; progress to stderr. Targ
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import scale  # noqa: E402
 from bench import launch  # noqa: E402
-from bench.launch import BenchAborted, progress  # noqa: E402
+from bench.launch import progress  # noqa: E402
 
 RESOURCES = ["pools", "images", "image-versions", "hosts", "desktops", "sessions", "entitlements",
              "desktop-events", "broker-events", "live-migrations"]
@@ -31,34 +29,11 @@ TARGET_MS = 300.0
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hosts", type=int, default=50)
-    parser.add_argument("--desktops", type=int, default=10000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--server-url", default=scale.SERVER_URL)
-    parser.add_argument("--database", default="vdi_api_bench")
-    parser.add_argument("--keep-database", action="store_true")
-    parser.add_argument("--seed", type=int, default=10)
-    args = parser.parse_args()
-    args.placements = 10  # scale.build_site makes users for placements; none are placed here
-    return args
+    return scale.request_bench_args(__doc__.split("\n\n")[0], database="vdi_api_bench", seed=10)
 
 
 def timed(client, url: str, repeats: int) -> tuple[float, int, int]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    response = client.get(url)
-    if response.status_code != 200:
-        raise BenchAborted(f"GET {url} answered {response.status_code}: {response.content[:200]!r}")
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        client.get(url)
-        samples.append(time.perf_counter() - t0)
-    with CaptureQueriesContext(connection) as captured:
-        rows = client.get(url).json()["count"]
-    return 1000 * statistics.median(samples), len(captured.captured_queries), rows
+    return scale.timed_get(client, url, repeats, measure=lambda response: response.json()["count"])
 
 
 def run(args, var_dir: Path, state: dict):

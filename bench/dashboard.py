@@ -15,9 +15,7 @@ is one JSON object; progress to stderr. Target: < 300 ms each.
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import time
 from datetime import timedelta
@@ -26,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import launch, scale  # noqa: E402
-from bench.launch import BenchAborted, progress  # noqa: E402
+from bench.launch import progress  # noqa: E402
 
 TARGET_MS = 300.0
 URLS = {
@@ -38,34 +36,11 @@ URLS = {
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hosts", type=int, default=50)
-    parser.add_argument("--desktops", type=int, default=10000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--server-url", default=scale.SERVER_URL)
-    parser.add_argument("--database", default="vdi_dashboard_bench")
-    parser.add_argument("--keep-database", action="store_true")
-    parser.add_argument("--seed", type=int, default=12)
-    args = parser.parse_args()
-    args.placements = 10  # scale.build_site makes users for placements; none are placed here
-    return args
+    return scale.request_bench_args(__doc__.split("\n\n")[0], database="vdi_dashboard_bench", seed=12)
 
 
 def timed(client, url: str, repeats: int) -> tuple[float, int, int]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    response = client.get(url)
-    if response.status_code != 200:
-        raise BenchAborted(f"GET {url} answered {response.status_code}: {response.content[:200]!r}")
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        client.get(url)
-        samples.append(time.perf_counter() - t0)
-    with CaptureQueriesContext(connection) as captured:
-        size = len(client.get(url).content)
-    return 1000 * statistics.median(samples), len(captured.captured_queries), size
+    return scale.timed_get(client, url, repeats, measure=lambda response: len(response.content))
 
 
 def add_history(site) -> dict:

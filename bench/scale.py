@@ -94,6 +94,41 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def request_bench_args(description: str, *, database: str, seed: int) -> argparse.Namespace:
+    """The arguments of the benches that time requests on this bench's site (bench/api_lists.py,
+    bench/dashboard.py): its size, its own database, and how many timed requests per URL."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--hosts", type=int, default=50)
+    parser.add_argument("--desktops", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--server-url", default=SERVER_URL)
+    parser.add_argument("--database", default=database)
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--seed", type=int, default=seed)
+    args = parser.parse_args()
+    args.placements = 10  # build_site makes users for placements; none are placed here
+    return args
+
+
+def timed_get(client, url: str, repeats: int, *, measure) -> tuple[float, int, object]:
+    """One warm-up GET (which must answer 200), the median of `repeats` timed ones in ms, and a
+    last one whose SQL queries are counted and whose response `measure` reads (rows, bytes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    response = client.get(url)
+    if response.status_code != 200:
+        raise BenchAborted(f"GET {url} answered {response.status_code}: {response.content[:200]!r}")
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        client.get(url)
+        samples.append(time.perf_counter() - t0)
+    with CaptureQueriesContext(connection) as captured:
+        measured = measure(client.get(url))
+    return 1000 * statistics.median(samples), len(captured.captured_queries), measured
+
+
 def configure_environment(args, var_dir: Path) -> None:
     """Point settings at the bench's own state; must run before Django is imported."""
     os.environ.update({
