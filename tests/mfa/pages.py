@@ -3,9 +3,8 @@ passkey button. The portal is reached as http://localhost:<port> (a secure conte
 name WebAuthn accepts as the relying party id; an IP address is not one)."""
 
 import re
-import time
 
-from tests.support.mfa import totp_code
+from tests.support.mfa import fresh_totp  # noqa: F401  (the tests import it from here)
 
 
 def base_url(live_stack) -> str:
@@ -24,15 +23,6 @@ def type_code(page, code: str) -> None:
     page.fill("#code-form input[name=code]", code)
     page.click("#code-form button[type=submit]")
     page.wait_for_load_state()
-
-
-def fresh_totp(device) -> str:
-    """A code the device has not accepted yet: django-otp refuses a time step twice (replay), and
-    accepts one step ahead (drift), so the next step's code works when this one was just used."""
-    device.refresh_from_db()
-    now = int(time.time() // device.step)
-    offset = 1 if device.last_t is not None and device.last_t >= now else 0
-    return totp_code(device.key, offset=offset)
 
 
 def log_out(page, base: str) -> None:

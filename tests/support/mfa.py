@@ -39,6 +39,15 @@ def totp_code_from_base32(secret: str, **kwargs) -> str:
     return totp_code(b32decode(padded).hex(), **kwargs)
 
 
+def fresh_totp(device) -> str:
+    """A code the device has not accepted yet: django-otp refuses a time step twice (replay), and
+    accepts one step ahead (drift), so the next step's code works when this one was just used."""
+    device.refresh_from_db()
+    now = int(time.time() // device.step)
+    offset = 1 if device.last_t is not None and device.last_t >= now else 0
+    return totp_code(device.key, offset=offset)
+
+
 def log_in_staff_in_browser(page, base_url: str, user, password: str, *, next_path: str = "/admin/") -> None:
     """The whole login a staff member does in the browser: the portal's password step, then the
     second step with a code of their authenticator app (made here if they have none)."""
@@ -51,9 +60,6 @@ def log_in_staff_in_browser(page, base_url: str, user, password: str, *, next_pa
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state()
-    device.refresh_from_db()
-    now = int(time.time() // device.step)
-    offset = 1 if device.last_t is not None and device.last_t >= now else 0
-    page.fill("#code-form input[name=code]", totp_code(device.key, offset=offset))
+    page.fill("#code-form input[name=code]", fresh_totp(device))
     page.click("#code-form button[type=submit]")
     page.wait_for_load_state()
