@@ -9,10 +9,15 @@ updates are not worth compressing twice; deflate costs CPU and latency on every 
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application()
+
+from config.http_handler import OneTripASGIHandler  # noqa: E402
+
+# Django's ASGI handler, each request's middleware and view in one trip to the request thread.
+django_asgi_app = OneTripASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -152,7 +152,9 @@ def ldap_settings_from_env(env: Mapping) -> dict:
         "AUTH_LDAP_GROUP_SEARCH": ldap_config.LDAPSearch(group_base, ldap.SCOPE_SUBTREE, group_filter),
         "AUTH_LDAP_GROUP_TYPE": getattr(ldap_config, class_name)(name_attr=name_attr),
         "AUTH_LDAP_USER_ATTR_MAP": _attr_map(env.get("AUTH_LDAP_USER_ATTR_MAP", DEFAULT_USER_ATTR_MAP)),
-        "AUTH_LDAP_ALWAYS_UPDATE_USER": True,
+        # A new user is filled in from the directory; an existing one gets only the values that
+        # changed (identity.backends.DirectoryBackend), not a rewrite of the row at every login.
+        "AUTH_LDAP_ALWAYS_UPDATE_USER": False,
         # Group memberships are mirrored by identity.backends (directory groups only, so local
         # groups keep their members), not by django-auth-ldap's AUTH_LDAP_MIRROR_GROUPS.
         "AUTH_LDAP_MIRROR_GROUPS": None,

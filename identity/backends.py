@@ -70,6 +70,7 @@ class DirectoryBackend(LDAPBackend):
             log.warning("directory error reading the groups of %s: %s", user.get_username(), describe(exc))
             refusals.refuse(request, refusals.directory_unavailable())
             return None
+        self._update_directory_attributes(user, ldap_user)
         refusal = accounts.record_directory_login(user=user, dn=normalize_dn(ldap_user.dn), groups=groups)
         if refusal == refusals.NOT_ENTITLED:
             refusals.refuse(request, refusals.not_entitled())
@@ -78,6 +79,25 @@ class DirectoryBackend(LDAPBackend):
             refusals.refuse(request, refusals.inactive())
             return None
         return user
+
+    def _update_directory_attributes(self, user, ldap_user):
+        """The directory's values of AUTH_LDAP_USER_ATTR_MAP (names, e-mail), written only when
+        they changed: django-auth-ldap's AUTH_LDAP_ALWAYS_UPDATE_USER (off, config/ldap.py) would
+        rewrite the whole user row at every login. A new user got them when it was made."""
+        changed = []
+        for field, attr in self.settings.USER_ATTR_MAP.items():
+            try:
+                value = ldap_user.attrs[attr][0]
+            except (TypeError, LookupError):
+                continue
+            max_length = user._meta.get_field(field).max_length
+            if isinstance(value, str) and max_length:
+                value = value[:max_length]  # as receivers.fit_directory_values_to_the_user
+            if getattr(user, field) != value:
+                setattr(user, field, value)
+                changed.append(field)
+        if changed:
+            user.save(update_fields=changed)
 
     def get_or_build_user(self, username, ldap_user):
         user, built = super().get_or_build_user(username, ldap_user)

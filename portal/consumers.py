@@ -25,16 +25,21 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
             return await self.close(code=4403)  # refused before accept: the browser sees a 403
         if not 0 < self.desktop_id < 2**63:  # no such row; and its group name would be too long (a crash)
             return await self.close(code=4404)
-        # Listen first, then read: a step taken in between is not missed. The login and the
-        # first read are one trip to a database thread: under a logon storm each trip waits its
-        # turn. No message reaches this page before connect() returns (Channels dispatches one
-        # at a time), so a refused client hears nothing.
-        self.group = progress_group(self.desktop_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # The login and the first read are one trip to a database thread (under a logon storm
+        # each trip waits its turn). A desktop already ready or failed is answered at once; one
+        # on its way is listened to, then read again, so a step taken in between is not missed.
+        # No message reaches this page before connect() returns (Channels dispatches one at a
+        # time), so a refused client hears nothing.
+        self.group = None
         self.user_id, progress = await in_a_database_thread(self._login_and_progress)(cookie_header(self.scope))
+        if self.user_id is not None and progress is not None and not (progress["ready"] or progress["failed"]):
+            self.group = progress_group(self.desktop_id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            progress = await in_a_database_thread(self._progress)()
         if self.user_id is None or progress is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+            if self.group is not None:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+                self.group = None
             return await self.close(code=4401 if self.user_id is None else 4404)
         await self.accept()
         await self._send_progress(progress)

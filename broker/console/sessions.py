@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -90,13 +90,15 @@ def open_console_session(*, user_id: int, desktop_id: int, protocol: str, client
     )
     if limits is None:
         return session.pk
-    earlier = _open_sessions(limits).filter(pk__lte=session.pk)
+    earlier = _open_sessions(limits).filter(Q(user_id=user_id) | Q(desktop_id=desktop_id), pk__lte=session.pk)
+    counts = earlier.aggregate(of_user=Count("pk", filter=Q(user_id=user_id)),
+                               on_desktop=Count("pk", filter=Q(desktop_id=desktop_id)))  # one query for both
     refusal = None
-    if earlier.filter(user_id=user_id).count() > limits.max_per_user:
+    if counts["of_user"] > limits.max_per_user:
         refusal = ConsoleRefused(
             CloseCode.TOO_MANY_CONSOLES_OF_USER,
             f"You already have {limits.max_per_user} consoles open; close one first.")
-    elif earlier.filter(desktop_id=desktop_id).count() > limits.max_per_desktop:
+    elif counts["on_desktop"] > limits.max_per_desktop:
         refusal = ConsoleRefused(
             CloseCode.TOO_MANY_CONSOLES_ON_DESKTOP,
             f"This desktop already has {limits.max_per_desktop} consoles open; close one first.")

@@ -101,8 +101,8 @@ def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, or
         desktop, protocol=protocol, password=new_console_password(protocol),
         valid_for_s=settings.VDI_CONSOLE_TICKET_TTL_SECONDS + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
     port, password = endpoint.port, endpoint.password
-    token = issue_console_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
-                                 origin=origin, port=port, console_password=password)
+    token = _new_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
+                        origin=origin, port=port, console_password=password)
     browser_needs_password = protocol == "spice" or settings.VDI_CONSOLE_GATEWAY_KIND == "websockify"
     return ConsoleGrant(token=token, protocol=protocol, browser_password=password if browser_needs_password else None)
 
@@ -115,6 +115,13 @@ def issue_console_ticket(*, user, session_key: str, desktop: Desktop, protocol: 
     `console_password` are what grant_console() set up on the domain.
     """
     _check_may_open(user=user, session_key=session_key, desktop=desktop)
+    return _new_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol, origin=origin,
+                       port=port, console_password=console_password)
+
+
+def _new_ticket(*, user, session_key: str, desktop: Desktop, protocol: str, origin: str, port: int | None,
+                console_password: str | None) -> str:
+    """The ticket row, for a caller that checked _check_may_open; returns the token."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     now = timezone.now()
     ConsoleTicket.objects.create(

@@ -75,13 +75,16 @@ def _claim_spare(*, user, pool: Pool, version) -> Desktop | None:
                 if spare is None:
                     return None
                 # Still a ready spare: the pool may be removing it or powering it down meanwhile.
+                assigned_at = timezone.now()
                 won = Desktop.objects.filter(pk=spare.pk, user__isnull=True,
                                              state__in=(S.RUNNING, S.STOPPED)).update(
-                    user=user, assigned_at=timezone.now()
+                    user=user, assigned_at=assigned_at
                 )
                 if won:
+                    # The row as the UPDATE left it (it is locked: nothing else changed it).
+                    spare.user, spare.pool, spare.assigned_at = user, pool, assigned_at
                     spare.note(f"assigned to {user.get_username()}", actor=user)
-                    return selectors.live_desktop_of(user=user, pool=pool)
+                    return spare
         except IntegrityError:
             # The same user's other launch got a desktop a moment ago: use that one.
             return selectors.live_desktop_of(user=user, pool=pool)

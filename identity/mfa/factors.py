@@ -7,6 +7,8 @@ any code is checked."""
 import re
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef
 from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -48,8 +50,11 @@ def summary_of(user) -> FactorSummary:
 
 def has_second_factor(user) -> bool:
     """An authenticator app or a passkey (recovery codes alone are not a factor one can enrol)."""
-    return (TOTPDevice.objects.filter(user=user, confirmed=True).exists()
-            or PasskeyDevice.objects.filter(user=user, confirmed=True).exists())
+    # One round trip: it is asked at every password login.
+    return get_user_model().objects.filter(pk=user.pk).filter(
+        Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True))
+        | Exists(PasskeyDevice.objects.filter(user=OuterRef("pk"), confirmed=True))
+    ).exists()
 
 
 def kind_of(device) -> str:

@@ -61,10 +61,10 @@ def provider_logout_url(request) -> str:
 
 
 def remember_login_session(*, request, issuer: str, subject: str, sid: str) -> None:
+    # Stored now, under its final key: a logout token that arrives before the response ends
+    # then finds the row to delete (identity/session_store.py stores a new login's at the end).
+    request.session.save()
     session_key = request.session.session_key
-    if not session_key:
-        request.session.save()
-        session_key = request.session.session_key
     # Rows of sessions that expired on their own since (no logout told us) go.
     OidcLoginSession.objects.filter(
         created_at__lt=timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE)).delete()

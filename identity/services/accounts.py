@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Q
 
 from broker.models import Entitlement
 
@@ -132,11 +133,11 @@ def record_directory_login(*, user, dn: str, groups: list[DirectoryGroupEntry]) 
             account.dn, account.missing_since = dn, None
             account.save(update_fields=["dn", "missing_since"])
         target = {link_directory_group(entry)[0].group_id for entry in groups}
-        managed = directory_group_ids()
-        current = set(user.groups.filter(pk__in=managed).values_list("pk", flat=True))
-        entitled_users = set(Entitlement.objects.filter(user=user).values_list("user_id", flat=True))
-        entitled = deserves_access(user=user, group_ids=target, entitled_groups=entitled_group_ids(),
-                                   entitled_users=entitled_users)
+        # The user's memberships of groups the directory manages; then the sync's activity rule
+        # (deserves_access), asked of the database for this one user.
+        current = set(user.groups.filter(directory_groups__isnull=False).distinct().values_list("pk", flat=True))
+        entitled = (user.is_staff or user.is_superuser
+                    or Entitlement.objects.filter(Q(user=user) | Q(group_id__in=target)).exists())
         if not entitled:
             if user.is_active or current:
                 deactivate(user=user, account=account, reason=Reason.NO_ENTITLEMENT, current=current,

@@ -110,8 +110,10 @@ def record_successful_login(*, username: str, address: str | None) -> None:
     key = account_key(username)
     LoginFailure.objects.filter(username=key).delete()
     if address:
-        KnownLoginAddress.objects.update_or_create(username=key, client_address=address,
-                                                   defaults={"last_success_at": timezone.now()})
+        # One upsert (INSERT ... ON CONFLICT DO UPDATE), not a read, a savepoint and a write.
+        KnownLoginAddress.objects.bulk_create(
+            [KnownLoginAddress(username=key, client_address=address, last_success_at=timezone.now())],
+            update_conflicts=True, unique_fields=["username", "client_address"], update_fields=["last_success_at"])
 
 
 def clear_lockout(*, lockout: LoginLockout, actor, request=None) -> bool:
