@@ -12,7 +12,7 @@ checks its state, so a redelivered or duplicated task does no harm. The host-sid
 
 import logging
 import os
-import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -21,11 +21,16 @@ from django.utils import timezone
 from . import sessionhost
 from .enqueue import enqueue_after_commit
 from .models import BrokerEvent, Desktop, DesktopState, Host
+from .console.tickets import console_ticket_validity_s, new_console_password, seal_first_password
 from .models.desktops import LIVE_STATES
+from .sessionhost.vncpasswd import password_file_digest
 from .services.farm_sessions import session_ended_on_host
 
 log = logging.getLogger(__name__)
 S = DesktopState
+# How long a new session's first console password waits for the launch page's ticket (which
+# asks at once when the session runs); a later ticket sets a password through the agent.
+FIRST_PASSWORD_KEPT_S = 60
 
 
 class NotThisSession(Exception):
@@ -54,14 +59,16 @@ def start_session(*, desktop_id: int) -> None:
     session = _load(desktop_id)
     if session is None or session.state != S.STARTING:
         return
+    first_password = new_console_password("vnc")
     try:
         account = account_of(session.user)
         app = session.application
         info = sessionhost.start_session(
             session_name=session.name, account=account, kind="app" if app else "desktop",
             command=app.argv if app else None,
-            # Nobody knows this one: each console ticket sets a fresh password of its own.
-            password=secrets.token_urlsafe(8)[:8],
+            # The first console ticket's password (kept sealed on the row): each later ticket
+            # sets a fresh password of its own through the agent.
+            password=first_password,
             listen_address=session.host.console_address, geometry=session.pool.session_geometry,
             state_dir=state_dir_of(session.host))
     except sessionhost.SessionHostError as exc:
@@ -71,11 +78,19 @@ def start_session(*, desktop_id: int) -> None:
                                       "Press Launch to try again; tell your administrator if it fails again.")
         enqueue_after_commit("broker.session_tasks.place_waiting_sessions_task", session.pool_id)
         return
+    until = timezone.now() + timedelta(seconds=FIRST_PASSWORD_KEPT_S)
     running = session.transition(
-        S.RUNNING, expected=S.STARTING, vnc_port=info.port, last_error="",
+        S.RUNNING, expected=S.STARTING, vnc_port=info.port, last_error="", first_console_password_until=until,
+        sealed_first_console_password=seal_first_password(first_password, desktop_id=session.pk, until=until),
         message=f"session running as {account.name} on display :{info.display} (port {info.port})")
     if not running:  # logged off (or lost) while it started: it must not stay behind
         sessionhost.end_session(session_name=session.name, state_dir=state_dir_of(session.host))
+    else:
+        # Unless a ticket took it and set a timer of its own, nobody can use the first password
+        # after this: a ticket taken at the last moment still has its own validity.
+        enqueue_after_commit("broker.session_tasks.expire_session_password_task", session.pk, session.host_id,
+                             password_file_digest(first_password), queue=session.host.agent_queue,
+                             countdown=FIRST_PASSWORD_KEPT_S + console_ticket_validity_s())
     # A logon finished: the next session waiting for this host may start.
     enqueue_after_commit("broker.session_tasks.place_waiting_sessions_task", session.pool_id)
 
@@ -105,6 +120,9 @@ def set_console_password(*, desktop_id: int, host_id: int, password: str) -> int
 
 
 def expire_console_password(*, desktop_id: int, host_id: int, digest: str) -> bool:
+    # A first password nobody took goes from the row too (it no longer works on the display).
+    Desktop.objects.filter(pk=desktop_id, first_console_password_until__lte=timezone.now()).update(
+        sealed_first_console_password="", first_console_password_until=None)
     session = _load(desktop_id)
     if session is None or session.host_id != host_id:
         return False

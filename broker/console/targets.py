@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.utils import timezone
 
 from ..hypervisor import DomainNotFound, HypervisorError, driver_for_host
 from ..models import Desktop, DesktopState
@@ -147,12 +148,17 @@ class SessionDisplay(ConsoleTargetKind):
         if protocol != "vnc":
             raise ConsoleRefused(CloseCode.TICKET_INVALID, "Shared sessions have a VNC console only.")
         host = desktop.host
-        try:
-            port = call_and_wait("broker.session_tasks.set_session_password_task", desktop.pk, host.pk, password,
-                                 queue=host.agent_queue, timeout=settings.VDI_AGENT_CALL_TIMEOUT_SECONDS)
-        except NoAnswer as exc:
-            raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE,
-                                 f"The session host {host.name} does not answer; try again in a minute.") from exc
+        first = _take_first_password(desktop)
+        if first is not None:  # the display was started with it: no trip to the agent
+            password, port = first, desktop.vnc_port
+        else:
+            try:
+                port = call_and_wait("broker.session_tasks.set_session_password_task", desktop.pk, host.pk,
+                                     password, queue=host.agent_queue,
+                                     timeout=settings.VDI_AGENT_CALL_TIMEOUT_SECONDS)
+            except NoAnswer as exc:
+                raise ConsoleRefused(CloseCode.DESKTOP_UNREACHABLE,
+                                     f"The session host {host.name} does not answer; try again in a minute.") from exc
         if not port:
             raise ConsoleRefused(CloseCode.DESKTOP_NOT_RUNNING, "Your session is no longer running; launch again.")
         # Like a VM's passwdValidTo: once the ticket's time is up, the agent replaces the
@@ -169,6 +175,23 @@ class SessionDisplay(ConsoleTargetKind):
         # start); a display that died and left its port to another is caught by the VNC login,
         # which needs this ticket's password.
         return desktop.vnc_port if protocol == "vnc" else None
+
+
+def _take_first_password(desktop) -> str | None:
+    """The password a running session's display was started with, if no ticket took it yet and
+    it is still of use; taken for this ticket alone (one conditional UPDATE: of two tickets at
+    once, one gets it and the other sets a password through the agent)."""
+    from .tickets import unseal_first_password
+
+    sealed, until = desktop.sealed_first_console_password, desktop.first_console_password_until
+    now = timezone.now()
+    if not sealed or until is None or until <= now or not desktop.vnc_port:
+        return None
+    taken = Desktop.objects.filter(pk=desktop.pk, state=DesktopState.RUNNING, sealed_first_console_password=sealed,
+                                   first_console_password_until__gt=now).update(
+        sealed_first_console_password="", first_console_password_until=None)
+    desktop.sealed_first_console_password, desktop.first_console_password_until = "", None
+    return unseal_first_password(sealed, desktop_id=desktop.pk, until=until) if taken else None
 
 
 VM_CONSOLE = VmConsole()

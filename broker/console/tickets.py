@@ -19,10 +19,11 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from config.request_ids import current_request_id
 
@@ -65,6 +66,27 @@ def unseal_password(sealed: str, token: str) -> str:
     return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
 
 
+def _first_password_pad(desktop_id: int, until) -> bytes:
+    # One pad per write: the row and the moment it stops being of use.
+    return salted_hmac("vdi first console password", f"{desktop_id} {until.astimezone(UTC).isoformat()}",
+                       algorithm="sha256").digest()
+
+
+def seal_first_password(password: str, *, desktop_id: int, until) -> str:
+    """A farm session's first console password as its row keeps it until a ticket takes it
+    (Desktop.sealed_first_console_password): a pad from HMAC(SECRET_KEY, row, until), so the
+    database alone cannot reveal it; the portal and the agents hold the key."""
+    data = password.encode()
+    if len(data) > 32:
+        raise ValueError("console passwords are at most 32 bytes")
+    return bytes(a ^ b for a, b in zip(data, _first_password_pad(desktop_id, until))).hex()
+
+
+def unseal_first_password(sealed: str, *, desktop_id: int, until) -> str:
+    pad = _first_password_pad(desktop_id, until)
+    return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
+
+
 def _refuse_unless_running(desktop: Desktop) -> None:
     if desktop.state == DesktopState.MIGRATING:
         # Seconds from now it runs on its new host: the page tries again by itself (1012).
@@ -87,6 +109,12 @@ def new_console_password(protocol: str) -> str:
     return secrets.token_urlsafe(SPICE_PASSWORD_CHARS)[:SPICE_PASSWORD_CHARS]
 
 
+def console_ticket_validity_s() -> int:
+    """How long a ticket's console password works on the desktop: the ticket's own life, and
+    SPICE's window for the extra channels it opens after the main one."""
+    return settings.VDI_CONSOLE_TICKET_TTL_SECONDS + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS)
+
+
 def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, origin: str) -> ConsoleGrant:
     """What the console page gets: a ticket, after the desktop's console got a fresh password.
 
@@ -99,7 +127,7 @@ def grant_console(*, user, session_key: str, desktop: Desktop, protocol: str, or
     # Valid a little past the ticket: SPICE's last channel may log in that much later.
     endpoint = console_kind_for(desktop).prepare(
         desktop, protocol=protocol, password=new_console_password(protocol),
-        valid_for_s=settings.VDI_CONSOLE_TICKET_TTL_SECONDS + int(settings.VDI_CONSOLE_SPICE_CHANNEL_WINDOW_SECONDS))
+        valid_for_s=console_ticket_validity_s())
     port, password = endpoint.port, endpoint.password
     token = _new_ticket(user=user, session_key=session_key, desktop=desktop, protocol=protocol,
                         origin=origin, port=port, console_password=password)

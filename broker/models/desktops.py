@@ -105,6 +105,13 @@ class Desktop(models.Model):
     # started it; the gateway connects to host.console_address on these, nowhere else.
     vnc_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
     spice_port = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # Farms: the VNC password the session's display was started with, kept for the first console
+    # ticket so that it needs no trip to the agent. That ticket takes it (the field is emptied);
+    # after `first_console_password_until` it is of no use, and the agent replaces it on the
+    # display. Sealed with a key derived from SECRET_KEY (broker/console/tickets.py,
+    # seal_first_password): the database alone cannot reveal it. Never shown.
+    sealed_first_console_password = models.CharField(max_length=64, blank=True, editable=False)
+    first_console_password_until = models.DateTimeField(null=True, blank=True, editable=False)
     assigned_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Persistent user data (dedicated pools): survives recompose; empty when the pool has none.
     data_volume_name = models.CharField(max_length=120, blank=True, editable=False)

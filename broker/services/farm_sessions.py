@@ -1,7 +1,7 @@
 """Farm sessions: a user's shared session on one of a farm's session hosts, launch to log off.
 
-A launch queues a session row with no host. Placement (`place_waiting_sessions`, run after
-every launch, every finished logon and every periodic pass) hands the waiting sessions, oldest
+A launch queues a session row with no host. Placement (`place_waiting_sessions`, run by the
+launch itself, after every finished logon and at every periodic pass) hands the waiting sessions, oldest
 first, to the enabled, online, undrained host of the farm with the lowest load that has room:
 fewer live sessions than the farm's `max_sessions_per_host` and fewer logons in progress than
 its `max_concurrent_logons_per_host` (logon-storm throttling). A user's sessions on one farm
@@ -49,12 +49,16 @@ def launch_farm_session(*, user, pool: Pool, application: PublishedApp | None = 
             session = new_desktop(pool=pool, host=None, version=None, user=user, application=application)
             what = application.display_name if application else "desktop"
             session.note(f"{what} session requested by {user.get_username()}", actor=user)
-            enqueue_after_commit("broker.session_tasks.place_waiting_sessions_task", pool.pk)
     except IntegrityError:
         # The same user's other launch (a second tab) won the race: use its session.
         session = selectors.live_desktop_of(user=user, pool=pool, application=application)
         if session is None:
             raise
+        return session
+    # Placed here and now, not by a task: a logon waits on this step. The agent's start is sent
+    # when the placement commits; a session that finds no room waits for the next placement.
+    if place_waiting_sessions(pool_id=pool.pk):
+        session.refresh_from_db(fields=["state", "host", "state_changed_at"])
     return session
 
 

@@ -1,6 +1,6 @@
-"""Shared sessions end to end on the real parts: the portal's launch, placement by the
-central worker, the session started by this host's agent (Xvnc under the employee's own OS
-account), and the console through the gateway with a one-time password per ticket."""
+"""Shared sessions end to end on the real parts: the portal's launch and placement, the
+session started by this host's agent (Xvnc under the employee's own OS account), and the
+console through the gateway with a one-time password per ticket."""
 
 import asyncio
 import os
@@ -186,3 +186,47 @@ def test_losing_the_entitlement_logs_the_session_off(live_stack, agent, farm, fa
     kim.groups.remove(employees_group)
     wait_for_state(session, S.DELETED, timeout=30)
     assert processes_of(account_of(kim).pw_uid) == []
+
+
+def _password_file_digest(session) -> str:
+    import hashlib
+
+    from broker.sessionhost import records
+
+    path = os.path.join(records.private_dir(state_dir_of(session.host), session.name), "vncpasswd")
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read()).hexdigest()
+
+
+def test_the_first_console_uses_the_password_the_display_started_with(live_stack, agent, farm, farm_users):
+    """A new session's first ticket needs no trip to the agent: the display was started with a
+    password kept sealed on the row for it. The ticket takes it once; later tickets, and any
+    ticket after it stopped being of use, set a fresh one through the agent."""
+    from broker.console.tickets import unseal_first_password
+    from broker.sessionhost.vncpasswd import password_file_digest
+
+    erin, frank = farm_users("erin", "frank")
+    session = Desktop.objects.get(pk=wait_for_state(launch_desktop(user=erin, pool=farm), S.RUNNING, timeout=60).pk)
+    sealed, until = session.sealed_first_console_password, session.first_console_password_until
+    assert sealed and until is not None
+    first = unseal_first_password(sealed, desktop_id=session.pk, until=until)
+    assert len(first) == 8 and first.encode().hex() != sealed  # not kept in the clear
+    assert _password_file_digest(session) == password_file_digest(first)
+
+    # The first console: the display's password as it started (the agent did not rewrite it).
+    assert console_desktop_name(live_stack, erin, session) == f"1280x800 {session.name}"
+    assert _password_file_digest(session) == password_file_digest(first)
+    taken = Desktop.objects.get(pk=session.pk)
+    assert taken.sealed_first_console_password == "" and taken.first_console_password_until is None
+
+    # The next console: a fresh password, set through the agent.
+    assert console_desktop_name(live_stack, erin, taken) == f"1280x800 {session.name}"
+    assert _password_file_digest(session) != password_file_digest(first)
+
+    # A first password past its time is not used (the agent has replaced it on the display).
+    other = Desktop.objects.get(pk=wait_for_state(launch_desktop(user=frank, pool=farm), S.RUNNING, timeout=60).pk)
+    started_with = _password_file_digest(other)
+    Desktop.objects.filter(pk=other.pk).update(first_console_password_until=until.replace(year=2000))
+    stale = Desktop.objects.get(pk=other.pk)
+    assert console_desktop_name(live_stack, frank, stale) == f"1280x800 {other.name}"
+    assert _password_file_digest(other) != started_with
