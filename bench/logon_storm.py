@@ -13,10 +13,10 @@ in (people keep working), then all close. Per phase: p50/p95/p99; errors with re
 double assignments (a desktop that two users got, a user with two desktops: from what the
 browsers were given and from the database's rows and events); database queries per launch.
 
-The processes are the README's production layout as scripts/run.sh starts it: one portal
-process (`python -m config.serve config.asgi:application`: uvicorn, the console gateway
-included, 10 pooled PostgreSQL connections) and one Celery worker with beat (prefork,
-concurrency 4). Everything is this bench's own: PostgreSQL database vdi_storm_bench on
+The processes are the production layout of docs/production.md: the portal with one process
+per core (`python -m config.serve config.asgi:application --workers N`: uvicorn, the console
+gateway included, 10 pooled PostgreSQL connections per process; --portal-workers to change)
+and one Celery worker with beat (prefork, concurrency 4, as scripts/run.sh starts it). Everything is this bench's own: PostgreSQL database vdi_storm_bench on
 127.0.0.1:5432 (created, dropped at the end), Redis database 13 (flushed before and after),
 a slapd on loopback with N+1 accounts in one group entitled to a floating pool (accounts made
 by the directory sync beforehand, as its periodic run does), a temporary VDI_VAR_DIR.
@@ -89,8 +89,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak-users", type=int, default=4, help="users looping in the soak (default 4)")
     parser.add_argument("--reference-seconds", type=float, default=10,
                         help="length of the hello reference at the storm's arrival rate (default 10; 0: none)")
-    parser.add_argument("--portal-workers", type=int, default=1,
-                        help="uvicorn --workers of the portal process (default 1, as scripts/run.sh)")
+    parser.add_argument("--portal-workers", type=int, default=os.cpu_count() or 1,
+                        help="uvicorn --workers of the portal (default: one per core, the production "
+                             "layout of docs/production.md; make run starts 1)")
     parser.add_argument("--image", help="golden image for --backend tcg (default bench/launch.py's)")
     args = parser.parse_args()
     args.backend = args.backend or ("tcg" if args.soak else "cheap")
@@ -241,7 +242,7 @@ def queries_per_launch(world: w.World, index: int) -> dict[str, int]:
         user, session_key = login_from_cookie_header(cookies)
         target = tickets.redeem_console_ticket(token=token, user=user, session_key=session_key, origin=origin,
                                                desktop_id=desktop_id)
-        limits = console_sessions.console_limits(pool_id=target.pool_id)
+        limits = console_sessions.console_limits(pool=target.pool)
         return console_sessions.open_console_session(user_id=target.user_id, desktop_id=target.desktop_id,
                                                      protocol=target.protocol, client_address="127.0.0.1",
                                                      limits=limits)

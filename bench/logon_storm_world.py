@@ -323,9 +323,9 @@ def free_port() -> int:
 
 
 def start_processes(world: World, var_dir: Path) -> None:
-    """The README's production layout: the portal (uvicorn, console gateway included:
+    """The production layout (docs/production.md): the portal (uvicorn, console gateway included:
     `python -m config.serve config.asgi:application`, with --workers N where N > 1) and one
-    Celery worker with beat (prefork, concurrency VDI_WORKERS = 4), as scripts/run.sh starts them."""
+    Celery worker with beat (prefork, concurrency VDI_WORKERS = 4, as scripts/run.sh starts it)."""
     world.port = free_port()
     # The cheap backend's portal is config.serve with one libvirt call made a no-op (see
     # bench/logon_storm_portal.py); the TCG backend's is config.serve itself.

@@ -33,11 +33,11 @@ def is_entitled(*, user, pool) -> bool:
 def live_desktop_of(*, user, pool, application=None) -> Desktop | None:
     """The user's live desktop of `pool` (farms: their session of `application`, or of the
     full desktop when it is None)."""
-    return (
-        Desktop.objects.filter(user=user, pool=pool, application=application, state__in=LIVE_STATES)
-        .select_related("host", "pool", "image_version", "application")
-        .first()
-    )
+    desktop = (Desktop.objects.filter(user=user, pool=pool, application=application, state__in=LIVE_STATES)
+               .select_related("host").first())  # at most one row (a unique constraint)
+    if desktop is not None:
+        desktop.pool, desktop.application = pool, application  # the caller's rows: not read again
+    return desktop
 
 
 def desktops_by_pool(*, user) -> dict[tuple[int, int | None], Desktop]:

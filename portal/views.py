@@ -57,7 +57,7 @@ def launch(request, pool_id):
             raise Http404("No such application")
         application = get_object_or_404(PublishedApp, pk=int(app_id), pool=pool, is_enabled=True)
     try:
-        desktop = launch_desktop(user=request.user, pool=pool, application=application)
+        desktop = launch_desktop(user=request.user, pool=pool, application=application, entitlement_checked=True)
     except LaunchRefused as refused:
         messages.error(request, str(refused))
         return redirect("portal:home")

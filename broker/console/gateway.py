@@ -206,7 +206,7 @@ class ConsoleConnection:
             target = tickets.redeem_console_ticket(token=token, user=user, session_key=session_key,
                                                    origin=origin, desktop_id=desktop_id)
             self.target, self.session_key = target, session_key
-            limits = console_sessions.console_limits(pool_id=target.pool_id)
+            limits = console_sessions.console_limits(pool=target.pool)
             if target.protocol == "vnc":  # a SPICE socket names its channel only in its first message
                 self.session_id = console_sessions.open_console_session(
                     user_id=target.user_id, desktop_id=target.desktop_id, protocol=target.protocol,

@@ -11,7 +11,7 @@ from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from ..models import BrokerEvent, ConsoleSession, Pool
+from ..models import BrokerEvent, ConsoleSession
 from .close_codes import CloseCode, ConsoleRefused
 
 
@@ -26,9 +26,9 @@ class ConsoleLimits:
     idle_ends_session: bool = False
 
 
-def console_limits(*, pool_id: int) -> ConsoleLimits:
-    """The pool's console limits, each falling back to the site's VDI_CONSOLE_* default."""
-    pool = Pool.objects.filter(pk=pool_id).first()
+def console_limits(*, pool) -> ConsoleLimits:
+    """The console limits of `pool` (a Pool row, e.g. ConsoleTarget.pool), each falling back to
+    the site's VDI_CONSOLE_* default."""
 
     def pick(name, default):
         value = getattr(pool, name, None) if pool is not None else None

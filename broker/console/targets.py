@@ -46,6 +46,8 @@ class ConsoleTarget:
     port: int
     ticket_id: int = 0
     pool_id: int = 0
+    # The desktop's Pool row as read when the ticket was redeemed (its console limits).
+    pool: object = field(default=None, repr=False, compare=False)
     # VNC: what the gateway answers the desktop's VNC authentication with. Never shown, never logged.
     password: str | None = field(default=None, repr=False)
     # SPICE: True for the ticket's first socket (its main channel), False for the others.

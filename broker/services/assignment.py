@@ -19,14 +19,15 @@ from ..enqueue import enqueue_for_host
 S = DesktopState
 
 
-def launch_desktop(*, user, pool: Pool, application=None) -> Desktop:
+def launch_desktop(*, user, pool: Pool, application=None, entitlement_checked: bool = False) -> Desktop:
     """Return the user's desktop in `pool`, enqueueing whatever work gets it to running
     (farms: their session of the full desktop or of `application`).
 
     Idempotent: pressing Launch twice, or in two tabs at once, yields the same desktop and at
-    most one provisioning job.
+    most one provisioning job. `entitlement_checked`: the caller read `pool` from
+    selectors.entitled_pools(user=user) just now (the portal's Launch), so it is not asked twice.
     """
-    if not selectors.is_entitled(user=user, pool=pool):
+    if not entitlement_checked and not selectors.is_entitled(user=user, pool=pool):
         raise LaunchRefused("You are not entitled to this desktop pool. Ask your administrator for access.")
     if pool.is_farm:
         from .farm_sessions import launch_farm_session
