@@ -69,6 +69,7 @@ class LaunchProgressConsumer(AsyncWebsocketConsumer):
         return user.pk, self._progress()
 
     def _progress(self):
-        desktop = (Desktop.objects.select_related("pool", "host", "application")
+        # The pool only: a host is read when the steps name it (a farm session starting).
+        desktop = (Desktop.objects.select_related("pool")
                    .filter(pk=self.desktop_id, user_id=self.user_id, state__in=LIVE_STATES).first())
         return desktop_progress(desktop) if desktop is not None else None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -108,12 +109,14 @@ def record_failed_login(*, username: str, address: str | None) -> list[LoginLock
 
 def record_successful_login(*, username: str, address: str | None) -> None:
     key = account_key(username)
-    LoginFailure.objects.filter(username=key).delete()
-    if address:
-        # One upsert (INSERT ... ON CONFLICT DO UPDATE), not a read, a savepoint and a write.
-        KnownLoginAddress.objects.bulk_create(
-            [KnownLoginAddress(username=key, client_address=address, last_success_at=timezone.now())],
-            update_conflicts=True, unique_fields=["username", "client_address"], update_fields=["last_success_at"])
+    with transaction.atomic():  # one transaction for both (each would take its own)
+        LoginFailure.objects.filter(username=key).delete()
+        if address:
+            # One upsert (INSERT ... ON CONFLICT DO UPDATE), not a read, a savepoint and a write.
+            KnownLoginAddress.objects.bulk_create(
+                [KnownLoginAddress(username=key, client_address=address, last_success_at=timezone.now())],
+                update_conflicts=True, unique_fields=["username", "client_address"],
+                update_fields=["last_success_at"])
 
 
 def clear_lockout(*, lockout: LoginLockout, actor, request=None) -> bool:
