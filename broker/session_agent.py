@@ -19,12 +19,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import sessionhost
+from .console.tickets import console_ticket_validity_s, new_console_password, seal_first_password
 from .enqueue import enqueue_after_commit
 from .models import BrokerEvent, Desktop, DesktopState, Host
-from .console.tickets import console_ticket_validity_s, new_console_password, seal_first_password
 from .models.desktops import LIVE_STATES
-from .sessionhost.vncpasswd import password_file_digest
 from .services.farm_sessions import session_ended_on_host
+from .sessionhost.vncpasswd import password_file_digest
 
 log = logging.getLogger(__name__)
 S = DesktopState

@@ -1,13 +1,14 @@
 """Farm sessions: a user's shared session on one of a farm's session hosts, launch to log off.
 
 A launch queues a session row with no host. Placement (`place_waiting_sessions`, run by the
-launch itself, after every finished logon and at every periodic pass) hands the waiting sessions, oldest
-first, to the enabled, online, undrained host of the farm with the lowest load that has room:
-fewer live sessions than the farm's `max_sessions_per_host` and fewer logons in progress than
-its `max_concurrent_logons_per_host` (logon-storm throttling). A user's sessions on one farm
-(the desktop and each published application) go to one host. Those that find no room wait in
-order and see their place. Starting and ending a session is the work of the agent on the
-host (broker/session_agent.py), sent to that host's own queue; this module only writes rows.
+launch itself, after every finished logon and at every periodic pass) hands the waiting
+sessions, oldest first, to the enabled, online, undrained host of the farm with the lowest
+load that has room: fewer live sessions than the farm's `max_sessions_per_host` and fewer
+logons in progress than its `max_concurrent_logons_per_host` (logon-storm throttling). A
+user's sessions on one farm (the desktop and each published application) go to one host.
+Those that find no room wait in order and see their place. Starting and ending a session is
+the work of the agent on the host (broker/session_agent.py), sent to that host's own queue;
+this module only writes rows.
 """
 
 import logging
