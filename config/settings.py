@@ -131,6 +131,16 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and DATABASE_POOL_MAX_S
         # How long a request waits for a connection: in a burst, or while PostgreSQL is away
         # (then it gets the 503 page after this long: config/unavailable.py).
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 20.0, positive=True)}
+# An ASGI process's pooled connections, shared out so that nothing waits for the pool (under a
+# logon storm requests held every connection and consoles waited up to the pool's timeout):
+# at most PORTAL_REQUEST_SLOTS HTTP requests at once (config/http_handler.py; the others wait in
+# the event loop, holding nothing) and PORTAL_DATABASE_THREADS threads for the websockets'
+# database work (broker/database_threads.py). Without a pool: 8 requests, 10 threads.
+if DATABASE_POOL_MAX_SIZE > 0:
+    PORTAL_REQUEST_SLOTS = max(1, DATABASE_POOL_MAX_SIZE // 2)
+    PORTAL_DATABASE_THREADS = max(1, DATABASE_POOL_MAX_SIZE - PORTAL_REQUEST_SLOTS)
+else:
+    PORTAL_REQUEST_SLOTS, PORTAL_DATABASE_THREADS = 8, 10
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
