@@ -15,7 +15,7 @@ browsers were given and from the database's rows and events); database queries p
 
 The processes are the production layout of docs/production.md: the portal with one process
 per core (`python -m config.serve config.asgi:application --workers N`: uvicorn, the console
-gateway included, 16 pooled PostgreSQL connections per process; --portal-workers to change)
+gateway included, 24 pooled PostgreSQL connections per process; --portal-workers to change)
 and one Celery worker with beat (prefork, concurrency 4, as scripts/run.sh starts it).
 Everything is this bench's own: PostgreSQL database vdi_storm_bench on 127.0.0.1:5432
 (created, dropped at the end), Redis database 13 (flushed before and after),

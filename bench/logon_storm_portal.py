@@ -39,7 +39,7 @@ def __getattr__(name):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "16")  # as config.serve's __main__
+    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "24")  # as config.serve's __main__
     serve.main(sys.argv[1:] + serve.CONSOLE_OPTIONS + serve.LIMIT_OPTIONS + serve.proxy_options(), prog_name="uvicorn")
 
 

@@ -10,8 +10,9 @@ Any other uvicorn option may follow (--ssl-keyfile, ...). Added here:
 - `--ws-per-message-deflate false`: screen updates are not worth compressing twice (RFB and
   SPICE have their own encodings; deflate costs CPU and latency on every frame).
 - `--no-access-log`: the console URL carries the ticket (and logs are scrubbed anyway).
-- DATABASE_POOL_MAX_SIZE=16 unless set: on PostgreSQL, a pool of connections per process, half
-  for HTTP requests at once and half for the websockets' database threads (config/settings.py).
+- DATABASE_POOL_MAX_SIZE=24 unless set: on PostgreSQL, a pool of connections per process, two
+  thirds for HTTP requests at once and a third for the websockets' database threads
+  (config/settings.py).
 - What one connection may cost (LIMIT_OPTIONS): a request head must arrive within 10 s
   (config/uvicorn_http.py; uvicorn alone waits for ever) and fit in 16 KiB; idle keep-alive
   connections close after 5 s; a websocket message from a browser is at most 1 MiB (consoles
@@ -64,5 +65,5 @@ def uvicorn_argv(python: str, app: str, *options: str) -> list[str]:
 
 if __name__ == "__main__":
     # One process, no fork after Django starts: it may pool its PostgreSQL connections.
-    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "16")
+    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "24")
     main(sys.argv[1:] + CONSOLE_OPTIONS + LIMIT_OPTIONS + proxy_options(), prog_name="uvicorn")

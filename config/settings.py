@@ -135,12 +135,13 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql") and DATABASE_POOL_MAX_S
 # logon storm requests held every connection and consoles waited up to the pool's timeout):
 # at most PORTAL_REQUEST_SLOTS HTTP requests at once (config/http_handler.py; the others wait in
 # the event loop, holding nothing) and PORTAL_DATABASE_THREADS threads for the websockets'
-# database work (broker/database_threads.py). Without a pool: 8 requests, 10 threads.
+# database work (broker/database_threads.py): a third of the pool's connections for the threads,
+# the rest for requests (16 and 8 of config/serve.py's 24). Without a pool: 16 requests, 8 threads.
 if DATABASE_POOL_MAX_SIZE > 0:
-    PORTAL_REQUEST_SLOTS = max(1, DATABASE_POOL_MAX_SIZE // 2)
-    PORTAL_DATABASE_THREADS = max(1, DATABASE_POOL_MAX_SIZE - PORTAL_REQUEST_SLOTS)
+    PORTAL_DATABASE_THREADS = max(1, DATABASE_POOL_MAX_SIZE // 3)
+    PORTAL_REQUEST_SLOTS = max(1, DATABASE_POOL_MAX_SIZE - PORTAL_DATABASE_THREADS)
 else:
-    PORTAL_REQUEST_SLOTS, PORTAL_DATABASE_THREADS = 8, 10
+    PORTAL_REQUEST_SLOTS, PORTAL_DATABASE_THREADS = 16, 8
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and gateway share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
