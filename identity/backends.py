@@ -84,20 +84,18 @@ class DirectoryBackend(LDAPBackend):
         """The directory's values of AUTH_LDAP_USER_ATTR_MAP (names, e-mail), written only when
         they changed: django-auth-ldap's AUTH_LDAP_ALWAYS_UPDATE_USER (off, config/ldap.py) would
         rewrite the whole user row at every login. A new user got them when it was made."""
-        changed = []
+        values = {}
         for field, attr in self.settings.USER_ATTR_MAP.items():
             try:
-                value = ldap_user.attrs[attr][0]
+                values[field] = ldap_user.attrs[attr][0]
             except (TypeError, LookupError):
                 continue
-            max_length = user._meta.get_field(field).max_length
-            if isinstance(value, str) and max_length:
-                value = value[:max_length]  # as receivers.fit_directory_values_to_the_user
-            if getattr(user, field) != value:
-                setattr(user, field, value)
-                changed.append(field)
+        changed = {name: value for name, value in accounts.fitted_user_fields(values).items()
+                   if getattr(user, name) != value}
         if changed:
-            user.save(update_fields=changed)
+            for name, value in changed.items():
+                setattr(user, name, value)
+            user.save(update_fields=list(changed))
 
     def get_or_build_user(self, username, ldap_user):
         user, built = super().get_or_build_user(username, ldap_user)

@@ -52,18 +52,28 @@ class ConsoleGrant:
     browser_password: str | None = field(default=None, repr=False)
 
 
-def seal_password(password: str, token: str) -> str:
-    """One-time pad from HMAC(token): the stored value is useless without the token."""
+def _sealed(password: str, pad: bytes) -> str:
     data = password.encode()
-    if len(data) > 32:
+    if len(data) > len(pad):
         raise ValueError("console passwords are at most 32 bytes")
-    pad = hmac.new(token.encode(), b"vdi console password", hashlib.sha256).digest()
     return bytes(a ^ b for a, b in zip(data, pad)).hex()
 
 
-def unseal_password(sealed: str, token: str) -> str:
-    pad = hmac.new(token.encode(), b"vdi console password", hashlib.sha256).digest()
+def _unsealed(sealed: str, pad: bytes) -> str:
     return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
+
+
+def _token_pad(token: str) -> bytes:
+    return hmac.new(token.encode(), b"vdi console password", hashlib.sha256).digest()
+
+
+def seal_password(password: str, token: str) -> str:
+    """One-time pad from HMAC(token): the stored value is useless without the token."""
+    return _sealed(password, _token_pad(token))
+
+
+def unseal_password(sealed: str, token: str) -> str:
+    return _unsealed(sealed, _token_pad(token))
 
 
 def _first_password_pad(desktop_id: int, until) -> bytes:
@@ -76,15 +86,11 @@ def seal_first_password(password: str, *, desktop_id: int, until) -> str:
     """A farm session's first console password as its row keeps it until a ticket takes it
     (Desktop.sealed_first_console_password): a pad from HMAC(SECRET_KEY, row, until), so the
     database alone cannot reveal it; the portal and the agents hold the key."""
-    data = password.encode()
-    if len(data) > 32:
-        raise ValueError("console passwords are at most 32 bytes")
-    return bytes(a ^ b for a, b in zip(data, _first_password_pad(desktop_id, until))).hex()
+    return _sealed(password, _first_password_pad(desktop_id, until))
 
 
 def unseal_first_password(sealed: str, *, desktop_id: int, until) -> str:
-    pad = _first_password_pad(desktop_id, until)
-    return bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad)).decode()
+    return _unsealed(sealed, _first_password_pad(desktop_id, until))
 
 
 def _refuse_unless_running(desktop: Desktop) -> None:

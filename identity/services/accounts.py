@@ -39,6 +39,18 @@ def is_local_user(user) -> bool:
     return user.has_usable_password() and not DirectoryAccount.objects.filter(user_id=user.pk).exists()
 
 
+def fitted_user_fields(values: dict) -> dict:
+    """Directory values (AUTH_LDAP_USER_ATTR_MAP's fields) for the user row, each text cut to its
+    field's length: a 200-character display name must not turn a login or a sync into a
+    database error."""
+    user_model = get_user_model()
+    fitted = {}
+    for name, value in values.items():
+        max_length = user_model._meta.get_field(name).max_length
+        fitted[name] = value[:max_length] if isinstance(value, str) and max_length else value
+    return fitted
+
+
 def link_directory_group(entry: DirectoryGroupEntry) -> tuple[DirectoryGroup, bool]:
     """The DirectoryGroup for `entry`, made (with its Django group, by name) if new; renamed if
     the directory renamed it and the new name is free."""

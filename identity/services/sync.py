@@ -224,14 +224,6 @@ def _mirror_groups(snapshot: DirectorySnapshot, stats: SyncStats, now) -> dict[s
     return group_of_dn
 
 
-def _user_fields(entry: DirectoryUserEntry) -> dict:
-    values = {}
-    for name, value in entry.fields.items():
-        max_length = User._meta.get_field(name).max_length
-        values[name] = value[:max_length] if max_length else value
-    return values
-
-
 def _create_accounts(wanted: list[DirectoryUserEntry], target_of: dict, stats: SyncStats) -> None:
     """Accounts for members of entitled groups who never logged in, with their memberships."""
     if not wanted:
@@ -243,7 +235,7 @@ def _create_accounts(wanted: list[DirectoryUserEntry], target_of: dict, stats: S
     for name, entry in by_name.items():
         user = existing.get(name)
         if user is None:
-            user = User(username=name, is_active=True, **_user_fields(entry))
+            user = User(username=name, is_active=True, **accounts.fitted_user_fields(entry.fields))
             user.set_unusable_password()
             new_users.append(user)
         elif user.has_usable_password():
@@ -293,7 +285,8 @@ def _plan_account(account, entry, target, current, entitled_groups, entitled_use
         if user.is_active or current:
             plan.deactivate, plan.remove = Reason.LEFT_DIRECTORY, set(current)
     else:
-        plan.fields = {name: value for name, value in _user_fields(entry).items() if getattr(user, name) != value}
+        plan.fields = {name: value for name, value in accounts.fitted_user_fields(entry.fields).items()
+                       if getattr(user, name) != value}
         if account.dn != entry.dn:
             plan.dn = entry.dn
         if account.missing_since is not None:
