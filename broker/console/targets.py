@@ -45,7 +45,6 @@ class ConsoleTarget:
     address: str
     port: int
     ticket_id: int = 0
-    pool_id: int = 0
     # The desktop's Pool row as read when the ticket was redeemed (its console limits).
     pool: object = field(default=None, repr=False, compare=False)
     # VNC: what the gateway answers the desktop's VNC authentication with. Never shown, never logged.

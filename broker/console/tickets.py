@@ -220,7 +220,6 @@ def redeem_console_ticket(*, token: str, user, session_key: str | None, origin: 
         address=console_kind_for(desktop).address(desktop),
         port=port,
         ticket_id=ticket.pk,
-        pool_id=desktop.pool_id,
         pool=desktop.pool,
         password=unseal_password(ticket.sealed_password, token) if ticket.sealed_password else None,
         first_use=first_use,
